@@ -1,0 +1,259 @@
+"""The Method interface every anomaly detector implements, and the frame-spec registry.
+
+``pipelines/`` only ever talks to this interface, so adding a method touches ``vad_models/<method>/``,
+its configs and its jobs only (DESIGN.md, "The Method interface").
+
+Data flow, for every method:
+
+1. A *store* (clip store, object-tube store or feature store; Parquet) holds rows. A clip-store row is one
+   *segment*: ``video_id, dataset, split, start_frame, num_frames, fps, frames`` with ``frames`` a uint8 array
+   ``[n, H, W, C]``. Segments overlap by ``window - 1`` frames so every window lies inside one row.
+2. Training: ``make_examples`` turns a numpy batch of store rows into training examples (numpy, one leading
+   dimension); Ray Train streams them to workers, which call ``training_loss`` on torch batches.
+3. Scoring: ``task_scores`` turns a numpy batch of store rows into raw per-window scores tagged with
+   ``video_id`` and ``frame_idx`` (the frame each window's score belongs to). The pipeline groups them per
+   video, calls ``fuse`` and fills every frame of the video.
+
+Example:
+    >>> from vad_models.registry import get_method
+    >>> method = get_method("luss_ae")  # doctest: +SKIP
+    >>> cfg = method.config_class(height=64, width=64)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "FrameSpec",
+    "InputSpec",
+    "Method",
+    "Phase",
+    "TrainContext",
+    "get_frame_spec",
+    "model_device",
+    "register_frame_spec",
+]
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How a clip store decodes frames for one family of methods.
+
+    Attributes:
+        height: Output frame height in pixels.
+        width: Output frame width in pixels.
+        channels: 1 (grayscale) or 3 (RGB).
+        window: Frames one window spans (e.g. 17 for LUSS-AE: 16 inputs + the FFP target).
+        segment_frames: Frames per stored segment row (S). Must be > ``window``.
+        overlap: Frames shared by consecutive segments; ``None`` means ``window - 1`` (every window lies
+            inside one row). I3D snippets use 0 (non-overlapping 16-frame snippets).
+    """
+
+    height: int
+    width: int
+    channels: int
+    window: int
+    segment_frames: int = 128
+    overlap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"FrameSpec.channels must be 1 or 3, got {self.channels}")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"FrameSpec size must be positive, got {self.height}x{self.width}")
+        if self.segment_frames <= self.window:
+            raise ValueError(f"FrameSpec.segment_frames ({self.segment_frames}) must exceed window ({self.window})")
+        if not 0 <= self.effective_overlap < self.segment_frames:
+            raise ValueError(f"FrameSpec.overlap must be in [0, segment_frames), got {self.overlap}")
+
+    @property
+    def effective_overlap(self) -> int:
+        """Frames shared by consecutive segments."""
+        return self.window - 1 if self.overlap is None else self.overlap
+
+    @property
+    def gray(self) -> bool:
+        """True for single-channel (grayscale) frames."""
+        return self.channels == 1
+
+
+_FRAME_SPECS: dict[str, FrameSpec] = {}
+
+
+def register_frame_spec(name: str, spec: FrameSpec) -> FrameSpec:
+    """Register the frame spec ``name`` (called by each ``vad_models`` package at import)."""
+    _FRAME_SPECS[name] = spec
+    return spec
+
+
+def get_frame_spec(name: str) -> FrameSpec:
+    """Return the registered frame spec ``name``; imports the method packages so all specs are known.
+
+    Raises:
+        KeyError: with the list of known spec names.
+    """
+    from vad_models import registry
+
+    registry.import_all()
+    try:
+        return _FRAME_SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown frame spec {name!r}; known: {sorted(_FRAME_SPECS)}") from None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a method reads.
+
+    Attributes:
+        store: ``"clips"``, ``"tubes"`` or ``"features"``.
+        frame_spec: Name of the registered :class:`FrameSpec` of the clip store it needs.
+        alignment: Human-readable label convention recorded with every score file, e.g. ``"last"``
+            (score belongs to the window's last frame), ``"center"``, ``"snippet16"``.
+        group_by_video: When True, ``make_examples`` gets all rows of one video at once.
+    """
+
+    store: str
+    frame_spec: str
+    alignment: str
+    group_by_video: bool = False
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training phase (most methods have one; STD and MT-VAE chain several)."""
+
+    name: str
+    epochs: int
+
+
+@dataclass
+class TrainContext:
+    """Where training stands, passed to ``training_loss`` and the phase hooks."""
+
+    phase: str
+    epoch: int
+    step: int
+    world_rank: int = 0
+    world_size: int = 1
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the first parameter (CPU for a parameter-free module)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class Method(ABC):
+    """A video anomaly detection method: model builder, losses, raw task scores and their fusion.
+
+    Subclasses set ``name`` and ``config_class`` (a frozen dataclass whose defaults come from the paper;
+    every hyperparameter is defined there once) and are registered in :mod:`vad_models.registry`.
+    Configs must have ``epochs: int``, ``batch_size: int`` and ``lr: float`` fields.
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    @abstractmethod
+    def input_spec(self, cfg: Any) -> InputSpec:
+        """Which store and frame spec the method reads."""
+
+    @abstractmethod
+    def build_model(self, cfg: Any) -> nn.Module:
+        """Build the (randomly initialised) network for ``cfg``."""
+
+    @abstractmethod
+    def make_examples(self, rows: dict[str, np.ndarray], cfg: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Turn a numpy batch of store rows into training examples.
+
+        Args:
+            rows: Column name -> array, as Ray Data's numpy batch format gives (``frames`` may be an object
+                array of per-row ``[n, H, W, C]`` uint8 arrays when segment lengths differ).
+            cfg: The method config.
+            rng: Random generator for sampling (e.g. LUSS-AE's accelerated clips).
+
+        Returns:
+            Column name -> numeric array, all with the same leading dimension (may be 0).
+        """
+
+    @abstractmethod
+    def training_loss(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], cfg: Any, ctx: TrainContext
+    ) -> dict[str, torch.Tensor]:
+        """Return ``{"loss": total, <part>: value, ...}`` for one batch of examples (already on device)."""
+
+    @abstractmethod
+    def task_scores(self, model: nn.Module, rows: dict[str, np.ndarray], cfg: Any) -> dict[str, np.ndarray]:
+        """Raw per-window scores (higher = more anomalous) for a numpy batch of store rows.
+
+        Returns:
+            ``video_id`` (str array), ``frame_idx`` (int64, the frame each window scores) and one float
+            array per raw task score, all of the same length.
+        """
+
+    @abstractmethod
+    def fuse(
+        self,
+        scores: Mapping[str, np.ndarray],
+        cfg: Any,
+        weights: Mapping[str, float] | None = None,
+        calibration: Mapping[str, tuple[float, float]] | None = None,
+    ) -> np.ndarray:
+        """Fuse one video's raw task scores (sorted by ``frame_idx``) into one anomaly score per window.
+
+        Args:
+            scores: Task name -> per-window raw score of one video.
+            cfg: The method config (holds the default weights).
+            weights: Optional override of the fusion weights (score-weight sweeps).
+            calibration: Task name -> (centre, scale) fitted on normal videos (see
+                :meth:`fit_calibration`); ``None`` means the paper's per-video normalisation.
+        """
+
+    def score_columns(self, cfg: Any) -> list[str]:
+        """Names of the raw task-score columns ``task_scores`` returns (used for calibration)."""
+        return []
+
+    def phases(self, cfg: Any) -> list[Phase]:
+        """Training phases in order; one phase of ``cfg.epochs`` by default."""
+        return [Phase("train", int(cfg.epochs))]
+
+    def configure_optimizer(self, model: nn.Module, cfg: Any, phase: str) -> torch.optim.Optimizer:
+        """Optimizer for ``phase``; Adam at ``cfg.lr`` over all parameters by default."""
+        return torch.optim.Adam(model.parameters(), lr=float(cfg.lr))
+
+    def configure_scheduler(self, optimizer: torch.optim.Optimizer, cfg: Any, phase: str) -> Any | None:
+        """Per-epoch LR scheduler for ``phase`` (``None`` = constant LR)."""
+        return None
+
+    def on_phase_start(
+        self, model: nn.Module, phase: str, batches: Iterable[dict[str, torch.Tensor]], cfg: Any, ctx: TrainContext
+    ) -> None:
+        """Hook run once when a phase begins (e.g. STD's K-means initialisation). No-op by default."""
+
+    def fit_calibration(self, normal_scores: Iterable[Mapping[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
+        """Fit per-task (median, inter-quartile range) on the raw scores of held-out normal videos.
+
+        Used by the calibrated scoring mode so that a quiet video stays quiet (per-video rescaling assumes
+        every video holds an anomaly).
+        """
+        chunks: dict[str, list[np.ndarray]] = {}
+        for video in normal_scores:
+            for key, values in video.items():
+                chunks.setdefault(key, []).append(np.asarray(values, dtype=np.float64))
+        out: dict[str, tuple[float, float]] = {}
+        for key, parts in chunks.items():
+            values = np.concatenate(parts)
+            q25, q50, q75 = np.percentile(values, [25, 50, 75])
+            out[key] = (float(q50), float(max(q75 - q25, 1e-12)))
+        return out
