@@ -59,5 +59,5 @@ def segment_windows(
         empty = np.zeros((0, window, *frames.shape[1:]), dtype=frames.dtype)
         return empty, offsets
     view = np.lib.stride_tricks.sliding_window_view(frames, window, axis=0)  # [n-w+1, H, W, C, w]
-    view = np.moveaxis(view, -1, 1)[offsets]  # [N, w, H, W, C]
+    view = np.moveaxis(view, -1, 1)[::stride]  # [N, w, H, W, C], still a view
     return view, offsets + int(start_frame)
