@@ -209,15 +209,23 @@ class Method(ABC):
         cfg: Any,
         weights: Mapping[str, float] | None = None,
         calibration: Mapping[str, tuple[float, float]] | None = None,
-    ) -> np.ndarray:
-        """Fuse one video's raw task scores (sorted by ``frame_idx``) into one anomaly score per window.
+        num_frames: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fuse one video's raw task scores into anomaly scores (higher = more anomalous).
 
         Args:
-            scores: Task name -> per-window raw score of one video.
+            scores: Column -> array for all score rows of one video, sorted by ``frame_idx`` (includes
+                ``frame_idx``; may hold several rows per frame, e.g. one per detected object).
             cfg: The method config (holds the default weights).
             weights: Optional override of the fusion weights (score-weight sweeps).
             calibration: Task name -> (centre, scale) fitted on normal videos (see
                 :meth:`fit_calibration`); ``None`` means the paper's per-video normalisation.
+            num_frames: Frames in the video, when known (methods that score frames without windows,
+                e.g. frames with no detected object, use it).
+
+        Returns:
+            ``(frame_idx, score)``: distinct ascending frame indices and one fused score each. The pipeline
+            fills frames not listed with the nearest listed score.
         """
 
     def score_columns(self, cfg: Any) -> list[str]:
