@@ -248,6 +248,7 @@ class Method(ABC):
         self, model: nn.Module, phase: str, batches: Iterable[dict[str, torch.Tensor]], cfg: Any, ctx: TrainContext
     ) -> None:
         """Hook run once when a phase begins (e.g. STD's K-means initialisation). No-op by default."""
+        return None
 
     def fit_calibration(self, normal_scores: Iterable[Mapping[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
         """Fit per-task (median, inter-quartile range) on the raw scores of held-out normal videos.
