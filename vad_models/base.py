@@ -228,6 +228,15 @@ class Method(ABC):
             fills frames not listed with the nearest listed score.
         """
 
+    @classmethod
+    @abstractmethod
+    def smoke_config(cls) -> Any:
+        """A tiny config (e.g. 32x32 or 64x64 frames, 1 epoch) for contract tests and smoke runs."""
+
+    @abstractmethod
+    def smoke_rows(self, cfg: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A fake numpy batch of store rows, in exactly this method's store-row format, for ``cfg``."""
+
     def score_columns(self, cfg: Any) -> list[str]:
         """Names of the raw task-score columns ``task_scores`` returns (used for calibration)."""
         return []
