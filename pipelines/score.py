@@ -1,0 +1,327 @@
+"""Generic batch scoring: store rows -> raw task scores (actor pool) -> per-video fusion -> score store.
+
+Output layout under ``OUT``::
+
+    scores/<dataset>/<video_id>.parquet   video_id, frame_idx, score, <raw task columns>  (one row per frame)
+    summary.json                          method, checkpoint, config, calibration mode, counts, failures
+    _SUCCESS                              written last
+
+Each score file is written atomically, so a reader (or a killed run) never sees half a file, and carries the
+checkpoint id in its Parquet metadata: ``only_new`` skips videos already scored by the same weights.
+
+Example:
+    >>> from pipelines.score import ScoreConfig, score
+    >>> summary = score("outputs/train", "outputs/store", "outputs/scores", ScoreConfig())  # doctest: +SKIP
+    >>> summary["videos_scored"]  # doctest: +SKIP
+    6
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import torch
+
+from pipelines import storage
+from pipelines.checkpoint import load_checkpoint
+from pipelines.config import config_to_dict
+from pipelines.evaluate import align_to_frames
+from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata
+from vad_models.base import Method
+
+__all__ = ["ScoreConfig", "TaskScorer", "fuse_video", "score", "score_file_uri"]
+
+CALIBRATION_MODES = ("per-video", "global")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How a scoring run executes.
+
+    Attributes:
+        split: Store split to score (``None`` scores every split).
+        only_new: Skip videos whose score file was written by the same checkpoint.
+        use_gpu: One GPU per scoring actor.
+        batch_size: Store rows (segments) per actor call.
+        concurrency: Scoring actors.
+        calibration: ``"per-video"`` (the papers' protocol, for benchmarks) or ``"global"`` (statistics of
+            held-out normal videos stored in the checkpoint, so a quiet video stays quiet).
+        weights: Optional fusion weights overriding the method config (score-weight sweeps).
+        video_ids: Optional subset of videos to score.
+    """
+
+    split: str | None = "test"
+    only_new: bool = False
+    use_gpu: bool = False
+    batch_size: int = 2
+    concurrency: int = 1
+    calibration: str = "per-video"
+    weights: Mapping[str, float] | None = None
+    video_ids: tuple[str, ...] | None = None
+
+
+@dataclass
+class _VideoInfo:
+    dataset: str
+    num_frames: int
+    fps: float
+
+
+def score_file_uri(out: str, dataset: str, video_id: str) -> str:
+    """Where the scores of one video go; ids cannot escape ``out`` (``../`` is rejected)."""
+    return storage.safe_join(out, "scores", dataset, f"{video_id}.parquet")
+
+
+class TaskScorer:
+    """Ray Data actor: holds the model once and turns store rows into raw per-window task scores.
+
+    Required columns: the method's store columns (``video_id``, ``start_frame``, ``frames`` ... ).
+    Added columns: ``video_id``, ``frame_idx`` and one float column per raw task score (the frames are dropped).
+    """
+
+    def __init__(self, checkpoint: str, use_gpu: bool) -> None:
+        device = "cuda" if use_gpu else "cpu"
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("scoring actor was given a GPU slot but torch sees no CUDA device")
+        loaded = load_checkpoint(checkpoint, device=device)
+        self.method, self.cfg, self.model = loaded.method, loaded.config, loaded.model
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        scores = self.method.task_scores(self.model, rows, self.cfg)
+        scores["video_id"] = np.asarray([str(v) for v in scores["video_id"]], dtype=object)
+        scores["frame_idx"] = np.asarray(scores["frame_idx"], dtype=np.int64)
+        return scores
+
+
+def fuse_video(
+    method: Method,
+    cfg: Any,
+    scores: Mapping[str, np.ndarray],
+    num_frames: int,
+    *,
+    weights: Mapping[str, float] | None = None,
+    calibration: Mapping[str, tuple[float, float]] | None = None,
+) -> dict[str, np.ndarray]:
+    """Fuse one video's raw window scores and expand them to one row per frame.
+
+    Frames without a window of their own (the first frames of a video, before the first full window) take
+    the nearest scored frame's value; several rows for one frame (one per object) keep their maximum in the raw
+    columns.
+
+    Returns:
+        ``frame_idx`` (0..num_frames-1), ``score`` and every raw task column, each of length ``num_frames``.
+    """
+    order = np.argsort(scores["frame_idx"], kind="stable")
+    ordered = {k: np.asarray(v)[order] for k, v in scores.items() if k != "video_id"}
+    frame_idx, fused = method.fuse(ordered, cfg, weights=weights, calibration=calibration, num_frames=num_frames)
+    out = {
+        "frame_idx": np.arange(num_frames, dtype=np.int64),
+        "score": align_to_frames(np.asarray(frame_idx), np.asarray(fused, dtype=np.float64), num_frames),
+    }
+    unique, inverse = np.unique(ordered["frame_idx"], return_inverse=True)
+    for column in method.score_columns(cfg):
+        if column not in ordered:
+            continue
+        per_frame = np.full(unique.shape, -np.inf)
+        np.maximum.at(per_frame, inverse, np.asarray(ordered[column], dtype=np.float64))
+        out[column] = align_to_frames(unique, per_frame, num_frames)
+    return out
+
+
+def _fuse_and_write(
+    rows: dict[str, np.ndarray],
+    checkpoint: str,
+    out: str,
+    videos: dict[str, tuple[str, int, float]],
+    calibration_mode: str,
+    weights: Mapping[str, float] | None,
+) -> dict[str, np.ndarray]:
+    """Ray Data ``map_groups`` UDF: all window scores of one video -> one score file."""
+    loaded = _cached_checkpoint(checkpoint)
+    video_id = str(rows["video_id"][0])
+    dataset, num_frames, fps = videos[video_id]
+    status, error, uri = "ok", "", ""
+    try:
+        calibration = loaded.calibration if calibration_mode == "global" else None
+        columns = fuse_video(loaded.method, loaded.config, rows, num_frames, weights=weights, calibration=calibration)
+        table = pa.table({"video_id": pa.array([video_id] * num_frames, pa.string()), **columns})
+        table = table.replace_schema_metadata(
+            {
+                "method": loaded.method.name,
+                "checkpoint_id": loaded.checkpoint_id,
+                "alignment": loaded.method.input_spec(loaded.config).alignment,
+                "calibration": calibration_mode,
+                "fps": str(fps),
+                "weights": repr(dict(weights) if weights else None),
+            }
+        )
+        uri = score_file_uri(out, dataset, video_id)
+        storage.write_parquet_atomic(uri, table)
+        peak = float(np.max(columns["score"])) if num_frames else float("nan")
+    except Exception as exc:  # one bad video must not stop the run; it is reported in summary.json
+        status, error, peak = "failed", f"{type(exc).__name__}: {exc}", float("nan")
+    return {
+        "video_id": np.array([video_id], dtype=object),
+        "dataset": np.array([dataset], dtype=object),
+        "num_frames": np.array([num_frames], dtype=np.int64),
+        "status": np.array([status], dtype=object),
+        "error": np.array([storage.redact(error)], dtype=object),
+        "uri": np.array([uri], dtype=object),
+        "max_score": np.array([peak], dtype=np.float64),
+    }
+
+
+_CHECKPOINTS: dict[str, Any] = {}
+
+
+def _cached_checkpoint(uri: str) -> Any:
+    if uri not in _CHECKPOINTS:
+        _CHECKPOINTS[uri] = load_checkpoint(uri)
+    return _CHECKPOINTS[uri]
+
+
+def _already_scored(out: str, videos: dict[str, tuple[str, int, float]], checkpoint_id: str) -> set[str]:
+    done = set()
+    for video_id, (dataset, _, _) in videos.items():
+        uri = score_file_uri(out, dataset, video_id)
+        if not storage.exists(uri):
+            continue
+        fs, path = storage.resolve(uri)
+        with fs.open_input_file(path) as handle:
+            meta = pq.read_schema(handle).metadata or {}
+        if meta.get(b"checkpoint_id", b"").decode() == checkpoint_id:
+            done.add(video_id)
+    return done
+
+
+@dataclass
+class _Timer:
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) -> dict[str, Any]:
+    """Score every video of a store with a trained checkpoint and write the score store.
+
+    Args:
+        checkpoint: A checkpoint directory or a training output directory (``best.json`` preferred).
+        data: Store URI (the store kind the method reads).
+        out: Output URI for ``scores/``, ``summary.json`` and ``_SUCCESS``.
+        cfg: Execution settings.
+
+    Returns:
+        The run summary (also written to ``OUT/summary.json``).
+
+    Raises:
+        ValueError: for a bad calibration mode, a store the method cannot read, or a checkpoint without the
+            calibration that ``calibration="global"`` needs.
+    """
+    cfg = cfg or ScoreConfig()
+    timer = _Timer()
+    if cfg.calibration not in CALIBRATION_MODES:
+        raise ValueError(f"calibration must be one of {CALIBRATION_MODES}, got {cfg.calibration!r}")
+    if cfg.use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
+        raise RuntimeError(
+            "--use-gpu was given but the Ray cluster has no GPU; drop --use-gpu to score on CPUs, "
+            "or connect to a cluster with GPU nodes (RAY_ADDRESS)"
+        )
+    loaded = load_checkpoint(checkpoint)
+    checkpoint = loaded.uri
+    if cfg.calibration == "global" and not loaded.calibration:
+        raise ValueError(
+            f"checkpoint {checkpoint} holds no calibration statistics (trained with val_fraction=0?); "
+            "score with --calibration per-video or retrain with held-out normal videos"
+        )
+    meta = read_store_metadata(data)
+    spec = loaded.method.input_spec(loaded.config)
+    if meta.get("store") != spec.store:
+        raise ValueError(f"{loaded.method.name} scores {spec.store!r} stores, but {data} is {meta.get('store')!r}")
+    manifest = [
+        r for r in read_manifest(data).to_pylist() if cfg.split is None or r["split"] == cfg.split
+    ]
+    if cfg.video_ids is not None:
+        manifest = [r for r in manifest if r["video_id"] in set(cfg.video_ids)]
+    videos = {r["video_id"]: (r["dataset"], int(r["num_frames"]), float(r.get("fps") or 0.0)) for r in manifest}
+    skipped = _already_scored(out, videos, loaded.checkpoint_id) if cfg.only_new else set()
+    todo = {k: v for k, v in videos.items() if k not in skipped}
+    print(
+        f"[score] {loaded.method.name} ({loaded.checkpoint_id}): {len(todo)} video(s) to score, "
+        f"{len(skipped)} already scored, calibration={cfg.calibration}",
+        flush=True,
+    )
+    results: list[dict[str, Any]] = []
+    if todo:
+        from pipelines.train import keep_videos
+
+        rows = read_store(data, split=cfg.split).map_batches(
+            keep_videos, fn_kwargs={"video_ids": frozenset(todo), "keep": True}, batch_format="numpy"
+        )
+        raw = rows.map_batches(
+            TaskScorer,
+            fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": cfg.use_gpu},
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+            concurrency=cfg.concurrency,
+            num_gpus=1 if cfg.use_gpu else None,
+            max_restarts=2,
+            max_task_retries=2,
+        )
+        written = raw.groupby("video_id").map_groups(
+            _fuse_and_write,
+            fn_kwargs={
+                "checkpoint": checkpoint,
+                "out": out,
+                "videos": todo,
+                "calibration_mode": cfg.calibration,
+                "weights": dict(cfg.weights) if cfg.weights else None,
+            },
+            batch_format="numpy",
+        )
+        results = written.take_all()
+    scored = sorted(str(r["video_id"]) for r in results if r["status"] == "ok")
+    failed = [{"video_id": str(r["video_id"]), "error": str(r["error"])} for r in results if r["status"] != "ok"]
+    missing = sorted(set(todo) - {str(r["video_id"]) for r in results})
+    quarantine = read_quarantine(data).to_pylist()
+    summary = {
+        "method": loaded.method.name,
+        "checkpoint": checkpoint,
+        "checkpoint_id": loaded.checkpoint_id,
+        "config": config_to_dict(loaded.config),
+        "alignment": spec.alignment,
+        "calibration": cfg.calibration,
+        "weights": dict(cfg.weights) if cfg.weights else None,
+        "data": data,
+        "split": cfg.split,
+        "videos_total": len(videos),
+        "videos_scored": len(scored),
+        "videos_skipped": len(skipped),
+        "videos_failed": failed,
+        "videos_without_windows": missing,
+        "quarantined_at_ingest": [{k: str(v) for k, v in q.items()} for q in quarantine],
+        "duration_s": timer.elapsed(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    storage.write_text_atomic(storage.join(out, "summary.json"), storage.redact(_dumps(summary)))
+    storage.write_text_atomic(storage.join(out, "_SUCCESS"), "")
+    print(
+        f"[score] done in {summary['duration_s']:.1f}s: {len(scored)} scored, {len(skipped)} skipped, "
+        f"{len(failed)} failed, {len(missing)} without a full window -> {out}",
+        flush=True,
+    )
+    return summary
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)

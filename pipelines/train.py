@@ -1,0 +1,583 @@
+"""Generic Ray Train driver: any registered method, one laptop to many GPU nodes, resumable.
+
+The worker loop (:func:`train_fn_per_worker`) knows nothing about a particular method: it builds the model,
+streams examples from its dataset shard, calls ``method.training_loss`` and reports metrics and a checkpoint
+at the end of every epoch. Phases (STD's pre-train → joint, MT-VAE's baseline → VAE → host) run in order and
+the checkpoint records where training stands, so a restarted worker or a rerun of the job continues from the
+last finished epoch.
+
+Distributed training: gradients are averaged across workers with one coalesced all-reduce per step instead of
+wrapping the model in ``DistributedDataParallel``. DDP requires every forward to go through the wrapper and a
+fixed set of used parameters, while methods here call sub-networks directly and use different parameters per
+phase (and per step, for STD's alternation); explicit averaging is correct for all of them.
+
+Example:
+    >>> from pipelines.train import TrainRunConfig, train
+    >>> result = train("luss_ae", cfg, data="outputs/store", out="outputs/train",
+    ...                run=TrainRunConfig(num_workers=0))  # doctest: +SKIP
+    >>> result.checkpoint  # doctest: +SKIP
+    'outputs/train/checkpoints/00-train-epoch0004'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from pipelines import storage
+from pipelines.checkpoint import (
+    checkpoint_rel_name,
+    load_tensor_file,
+    point_to,
+    read_pointer,
+    write_checkpoint,
+)
+from pipelines.config import config_from_dict, config_to_dict
+from pipelines.faults import maybe_crash
+from pipelines.stores import read_manifest, read_store, read_store_metadata
+from vad_models.base import Method, TrainContext
+from vad_models.registry import get_method
+
+__all__ = ["NonFiniteLossError", "TrainResult", "TrainRunConfig", "train", "train_fn_per_worker"]
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; training stops before a garbage checkpoint is written."""
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """How a training run executes (method hyperparameters live in the method's own config).
+
+    Attributes:
+        num_workers: Ray Train workers; 0 runs the loop in the driver process (local mode).
+        use_gpu: One GPU per worker.
+        max_failures: Worker-group restarts Ray Train may do (resuming from the last checkpoint).
+        name: Stable run name (no timestamps) so reruns and Tune restores find their state.
+        seed: Seed for model initialisation (same on every worker) and sampling (offset by rank).
+        val_fraction: Fraction of training videos held out for validation loss and score calibration.
+        keep_checkpoints: Epoch checkpoints kept under ``OUT/checkpoints`` (plus the best one).
+        resume: Continue from ``OUT/latest.json`` when it exists.
+        calibration_videos: At most this many held-out normal videos are scored to fit calibration.
+        placement_strategy: Ray placement of workers (``PACK``, ``SPREAD``).
+        log_every: Print a progress line every this many steps (rank 0).
+        examples_batch_segments: Store rows per ``make_examples`` call.
+        shuffle_buffer: Local shuffle buffer in examples (0 disables).
+    """
+
+    num_workers: int = 0
+    use_gpu: bool = False
+    max_failures: int = 0
+    name: str = "train"
+    seed: int = 0
+    val_fraction: float = 0.1
+    keep_checkpoints: int = 2
+    resume: bool = True
+    calibration_videos: int = 8
+    placement_strategy: str = "PACK"
+    log_every: int = 20
+    examples_batch_segments: int = 4
+    shuffle_buffer: int = 256
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    out: str
+    checkpoint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------- data stages
+
+
+@lru_cache(maxsize=8)
+def _method_and_config(method_name: str, config_items: tuple[tuple[str, Any], ...]) -> tuple[Method, Any]:
+    method = get_method(method_name)
+    return method, config_from_dict(method.config_class, _thaw(config_items))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("__list__", tuple(_freeze(v) for v in value))
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple) and value and value[0] == "__list__":
+        return [_thaw(v) for v in value[1]]
+    if isinstance(value, tuple):
+        return {k: _thaw(v) for k, v in value}
+    return value
+
+
+def make_examples_batch(
+    rows: dict[str, np.ndarray], method_name: str, config_key: tuple, seed: int | None = None
+) -> dict[str, np.ndarray]:
+    """Ray Data UDF: store rows -> training examples through ``method.make_examples``.
+
+    Required columns: those of the method's store. Added columns: the method's example columns.
+    Each call draws fresh randomness (different accelerated clips every epoch) unless ``seed`` is given.
+    """
+    method, cfg = _method_and_config(method_name, config_key)
+    rng = np.random.default_rng(seed)
+    return method.make_examples(rows, cfg, rng)
+
+
+def keep_videos(rows: dict[str, np.ndarray], video_ids: frozenset[str], keep: bool) -> dict[str, np.ndarray]:
+    """Ray Data UDF: keep (or drop) the rows of the given videos."""
+    mask = np.array([(str(v) in video_ids) == keep for v in rows["video_id"]], dtype=bool)
+    return {k: v[mask] for k, v in rows.items()}
+
+
+def split_videos(video_ids: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic train/validation split of videos (by a hash of the id, not by order).
+
+    Example:
+        >>> train_ids, val_ids = split_videos([f"v{i}" for i in range(10)], 0.2)
+        >>> len(val_ids)
+        2
+    """
+    if val_fraction <= 0 or len(video_ids) < 2:
+        return sorted(video_ids), []
+    n_val = min(len(video_ids) - 1, max(1, round(len(video_ids) * val_fraction)))
+    ranked = sorted(video_ids, key=lambda v: hashlib.sha256(v.encode()).hexdigest())
+    val = sorted(ranked[:n_val])
+    return sorted(set(video_ids) - set(val)), val
+
+
+def build_example_dataset(
+    method: Method, cfg: Any, data: str, video_ids: list[str], run: TrainRunConfig
+) -> ray.data.Dataset:
+    """Lazy Ray Dataset of training examples for ``video_ids`` of the store's train split."""
+    key = _freeze(config_to_dict(cfg))
+    ds = read_store(data, split="train").map_batches(
+        keep_videos, fn_kwargs={"video_ids": frozenset(video_ids), "keep": True}, batch_format="numpy"
+    )
+    kwargs = {"method_name": method.name, "config_key": key}
+    if method.input_spec(cfg).group_by_video:
+        return ds.groupby("video_id").map_groups(make_examples_batch, fn_kwargs=kwargs, batch_format="numpy")
+    return ds.map_batches(
+        make_examples_batch, fn_kwargs=kwargs, batch_size=run.examples_batch_segments, batch_format="numpy"
+    )
+
+
+# --------------------------------------------------------------------------------------------- worker loop
+
+
+def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
+    """All-reduce (mean) the gradients of every parameter that has one, in one flat buffer."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
+
+
+def _check_finite(parts: dict[str, torch.Tensor], ctx: TrainContext) -> None:
+    loss = parts["loss"]
+    if not torch.isfinite(loss).all():
+        detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+        raise NonFiniteLossError(
+            f"non-finite loss at phase {ctx.phase!r} epoch {ctx.epoch} step {ctx.step} ({detail}); "
+            "no checkpoint was written for this epoch — lower the learning rate or check the input data"
+        )
+
+
+def _batches(shard: Any, batch_size: int, shuffle: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    return shard.iter_torch_batches(
+        batch_size=batch_size,
+        local_shuffle_buffer_size=shuffle or None,
+        local_shuffle_seed=seed,
+        device="auto",
+    )
+
+
+def _restore(model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    checkpoint = ray.train.get_checkpoint()
+    state: dict[str, Any] = {"phase_index": 0, "epoch": 0, "step": 0}
+    optimizer_state = None
+    if checkpoint is None:
+        return state, None
+    with checkpoint.as_directory() as directory:
+        with open(os.path.join(directory, "model.pt"), "rb") as handle:
+            model.load_state_dict(load_tensor_file(handle.read(), what="model.pt"))
+        optimizer_path = os.path.join(directory, "optimizer.pt")
+        if os.path.exists(optimizer_path):
+            with open(optimizer_path, "rb") as handle:
+                optimizer_state = load_tensor_file(handle.read(), what="optimizer.pt")
+        import json
+
+        with open(os.path.join(directory, "train_state.json")) as handle:
+            state = json.load(handle)
+    print(
+        f"[train] resuming from checkpoint: phase {state.get('phase')} epoch {state['epoch']} step {state['step']}",
+        flush=True,
+    )
+    return state, optimizer_state
+
+
+def _validation_loss(method: Method, model: torch.nn.Module, cfg: Any, ctx: TrainContext) -> float | None:
+    try:
+        shard = ray.train.get_dataset_shard("val")
+    except (KeyError, ValueError):
+        return None
+    if shard is None:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in shard.iter_torch_batches(batch_size=int(cfg.batch_size), device="auto"):
+            n = len(next(iter(batch.values())))
+            total += float(method.training_loss(model, batch, cfg, ctx)["loss"]) * n
+            count += n
+    model.train()
+    return total / count if count else None
+
+
+def _fit_calibration(method: Method, model: torch.nn.Module, cfg: Any) -> dict[str, tuple[float, float]] | None:
+    try:
+        shard = ray.train.get_dataset_shard("calibration")
+    except (KeyError, ValueError):
+        return None
+    if shard is None:
+        return None
+    model.eval()
+    per_video: dict[str, dict[str, list[np.ndarray]]] = {}
+    columns = method.score_columns(cfg)
+    for rows in shard.iter_batches(batch_size=2, batch_format="numpy"):
+        scores = method.task_scores(model, rows, cfg)
+        for vid in np.unique(scores["video_id"]):
+            mask = scores["video_id"] == vid
+            bucket = per_video.setdefault(str(vid), {})
+            for col in columns:
+                bucket.setdefault(col, []).append(np.asarray(scores[col])[mask])
+    model.train()
+    if not per_video:
+        return None
+    videos = [{c: np.concatenate(v) for c, v in cols.items()} for cols in per_video.values()]
+    return method.fit_calibration(videos)
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """The Ray Train worker loop, the same for every method (see the module docstring)."""
+    method = get_method(config["method"])
+    cfg = config_from_dict(method.config_class, config["method_config"])
+    run = TrainRunConfig(**config["run"])
+    out: str = config["out"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(run.seed)  # identical initial weights on every worker
+    device = ray.train.torch.get_device() if run.use_gpu else torch.device("cpu")
+    model = method.build_model(cfg)
+    state, optimizer_state = _restore(model)
+    model.to(device)
+    if world > 1:  # belt and braces: start every worker from rank 0's weights
+        for tensor in list(model.state_dict().values()):
+            dist.broadcast(tensor.data if hasattr(tensor, "data") else tensor, src=0)
+    if state.get("finished"):
+        ray.train.report({"finished": True, "epoch": state["epoch"], "step": state["step"]})
+        return
+    phases = method.phases(cfg)
+    shard = ray.train.get_dataset_shard("train")
+    ctx = TrainContext(phase=phases[0].name, epoch=0, step=int(state["step"]), world_rank=rank, world_size=world)
+    metrics: dict[str, Any] = {}
+    for phase_index in range(int(state["phase_index"]), len(phases)):
+        phase = phases[phase_index]
+        ctx.phase = phase.name
+        optimizer = method.configure_optimizer(model, cfg, phase.name)
+        scheduler = method.configure_scheduler(optimizer, cfg, phase.name)
+        start_epoch = int(state["epoch"]) if phase_index == int(state["phase_index"]) else 0
+        if optimizer_state is not None and phase_index == int(state["phase_index"]):
+            optimizer.load_state_dict(optimizer_state)
+            for _ in range(start_epoch):
+                if scheduler is not None:
+                    scheduler.step()
+        if start_epoch == 0:
+            seed = run.seed + 7919 * rank
+            method.on_phase_start(
+                model, phase.name, _batches(shard, int(cfg.batch_size), 0, seed), cfg, ctx
+            )
+        for epoch in range(start_epoch, phase.epochs):
+            ctx.epoch = epoch
+            model.train()
+            sums: dict[str, float] = {}
+            examples, started = 0, time.perf_counter()
+            seed = run.seed + 7919 * rank + 104729 * (epoch + 1000 * phase_index)
+            for batch in _batches(shard, int(cfg.batch_size), run.shuffle_buffer, seed):
+                maybe_crash(ctx.step)
+                parts = method.training_loss(model, batch, cfg, ctx)
+                _check_finite(parts, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                parts["loss"].backward()
+                if world > 1:
+                    _average_gradients(model, world)
+                optimizer.step()
+                n = len(next(iter(batch.values())))
+                examples += n
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * n
+                ctx.step += 1
+                if rank == 0 and run.log_every and ctx.step % run.log_every == 0:
+                    rate = examples / max(time.perf_counter() - started, 1e-9)
+                    print(
+                        f"[train] {method.name} {phase.name} epoch {epoch + 1}/{phase.epochs} step {ctx.step} "
+                        f"loss {float(parts['loss']):.5f} ({rate:.1f} examples/s)",
+                        flush=True,
+                    )
+            if scheduler is not None:
+                scheduler.step()
+            if examples == 0:
+                raise RuntimeError(
+                    f"worker {rank} got no training examples in phase {phase.name!r}: the store's train split is "
+                    "empty or every segment is shorter than one training window"
+                )
+            elapsed = time.perf_counter() - started
+            metrics = {f"train_{k}": v / examples for k, v in sums.items()}
+            metrics.update(
+                phase=phase.name, phase_index=phase_index, epoch=epoch + 1, step=ctx.step,
+                examples=examples, examples_per_s=examples / max(elapsed, 1e-9),
+            )
+            val = _validation_loss(method, model, cfg, ctx) if rank == 0 else None
+            if val is not None:
+                metrics["val_loss"] = val
+            last_epoch = epoch + 1 == phase.epochs
+            next_state = (
+                {"phase_index": phase_index + 1, "phase": phase.name, "epoch": 0, "step": ctx.step}
+                if last_epoch
+                else {"phase_index": phase_index, "phase": phase.name, "epoch": epoch + 1, "step": ctx.step}
+            )
+            final = last_epoch and phase_index + 1 == len(phases)
+            calibration = _fit_calibration(method, model, cfg) if (final and rank == 0) else None
+            if final:
+                next_state["finished"] = True
+            _report(method, cfg, model, optimizer, next_state, metrics, calibration, out, run, rank)
+            if rank == 0:
+                summary = ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if k.startswith(("train_", "val_")))
+                print(
+                    f"[train] {method.name} {phase.name} epoch {epoch + 1}/{phase.epochs} done: {summary} "
+                    f"({metrics['examples_per_s']:.1f} examples/s)",
+                    flush=True,
+                )
+
+
+def _report(
+    method: Method,
+    cfg: Any,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_state: dict[str, Any],
+    metrics: dict[str, Any],
+    calibration: dict[str, tuple[float, float]] | None,
+    out: str,
+    run: TrainRunConfig,
+    rank: int,
+) -> None:
+    """Rank 0 writes the checkpoint (Ray's copy and the stable one under ``OUT``); everyone reports."""
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    common = dict(
+        method_name=method.name, config=cfg, model_state=model_state, optimizer_state=optimizer.state_dict(),
+        train_state=train_state, metrics=metrics, calibration=calibration,
+    )
+    rel = checkpoint_rel_name(int(metrics["phase_index"]), str(metrics["phase"]), int(metrics["epoch"]))
+    write_checkpoint(storage.join(out, rel), **common)
+    point_to(out, "latest.json", rel, {"metrics": _jsonable(metrics)})
+    _update_best(out, rel, metrics, train_state)
+    _prune_checkpoints(out, run.keep_checkpoints)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_checkpoint(tmp, **common)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def _jsonable(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
+
+
+def _update_best(out: str, rel: str, metrics: dict[str, Any], train_state: dict[str, Any]) -> None:
+    """``best.json``: lowest validation loss in the last phase; the final checkpoint when there is no validation."""
+    val = metrics.get("val_loss")
+    best_uri = storage.join(out, "best.json")
+    if val is None:
+        if train_state.get("finished"):
+            point_to(out, "best.json", rel, {"val_loss": None})
+        return
+    if storage.exists(best_uri):
+        current = storage.read_json(best_uri)
+        same_phase = current.get("phase") == metrics["phase"]
+        if same_phase and current.get("val_loss") is not None and current["val_loss"] <= val:
+            if train_state.get("finished"):  # carry the calibration into the best checkpoint's pointer target
+                _copy_calibration(out, rel, current["checkpoint"])
+            return
+    point_to(out, "best.json", rel, {"val_loss": float(val), "phase": metrics["phase"]})
+
+
+def _copy_calibration(out: str, source_rel: str, target_rel: str) -> None:
+    source = storage.join(out, source_rel, "calibration.json")
+    if storage.exists(source):
+        storage.write_bytes_atomic(storage.join(out, target_rel, "calibration.json"), storage.read_bytes(source))
+
+
+def _prune_checkpoints(out: str, keep: int) -> None:
+    """Delete old epoch checkpoints beyond ``keep``, never the ones ``latest``/``best`` point at."""
+    root = storage.join(out, "checkpoints")
+    if keep <= 0 or not storage.exists(root):
+        return
+    names = sorted({f.split("/checkpoints/", 1)[1].split("/", 1)[0] for f in storage.list_files(root)})
+    protected = set()
+    for pointer in ("latest.json", "best.json"):
+        target = read_pointer(out, pointer)
+        if target:
+            protected.add(target.rstrip("/").rsplit("/", 1)[-1])
+    for name in names[:-keep]:
+        if name not in protected:
+            storage.delete(storage.join(root, name), recursive=True)
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def train(method_name: str, method_config: Any, data: str, out: str, run: TrainRunConfig | None = None) -> TrainResult:
+    """Train ``method_name`` on the store at ``data``; checkpoints go under ``out``.
+
+    Args:
+        method_name: A registered method (``luss_ae``, ``std``, ``ssmtl``, ``mtvae``).
+        method_config: The method's config dataclass instance.
+        data: Store URI whose ``train`` split is used.
+        out: Output URI (local path or ``s3://``) for checkpoints, ``latest.json`` and ``best.json``.
+        run: Execution settings (workers, GPUs, failures, resume).
+
+    Returns:
+        The checkpoint to score with and the last reported metrics.
+
+    Raises:
+        ValueError: when the store was built for another frame spec than the method needs.
+        RuntimeError: when training fails; the message says what happened and which checkpoint is intact.
+    """
+    run = run or TrainRunConfig()
+    method = get_method(method_name)
+    _check_store_matches(method, method_config, data)
+    if run.use_gpu:
+        _require_gpus(run.num_workers or 1)
+    manifest = read_manifest(data).to_pylist()
+    train_ids = sorted({r["video_id"] for r in manifest if r["split"] == "train"})
+    if not train_ids:
+        raise ValueError(f"store {data} has no videos in its train split")
+    fit_ids, val_ids = split_videos(train_ids, run.val_fraction)
+    datasets = {"train": build_example_dataset(method, method_config, data, fit_ids, run)}
+    if val_ids:
+        datasets["val"] = build_example_dataset(method, method_config, data, val_ids, run)
+        normal = [r["video_id"] for r in manifest if r["video_id"] in set(val_ids) and r.get("video_label", 0) == 0]
+        normal = normal[: run.calibration_videos]
+        if normal:
+            datasets["calibration"] = read_store(data, split="train").map_batches(
+                keep_videos, fn_kwargs={"video_ids": frozenset(normal), "keep": True}, batch_format="numpy"
+            )
+    resume_from = None
+    latest = read_pointer(out, "latest.json") if run.resume else None
+    if latest is not None:
+        fs, path = storage.resolve(latest)
+        resume_from = Checkpoint(path=path, filesystem=fs)
+        print(f"[train] found {latest}; resuming (pass resume=false to start over)", flush=True)
+    fs, root = storage.resolve(storage.join(out, "ray_train"))
+    trainer = TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={
+            "method": method_name,
+            "method_config": config_to_dict(method_config),
+            "run": config_to_dict(run),
+            "out": out,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=run.num_workers, use_gpu=run.use_gpu, placement_strategy=run.placement_strategy
+        ),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=root,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=max(run.keep_checkpoints, 1)),
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        resume_from_checkpoint=resume_from,
+    )
+    print(
+        f"[train] {method_name}: {len(fit_ids)} training videos, {len(val_ids)} validation videos, "
+        f"{run.num_workers or 'local'} worker(s), gpu={run.use_gpu}",
+        flush=True,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        intact = read_pointer(out, "latest.json")
+        raise RuntimeError(
+            f"training failed: {exc}. Last good checkpoint: {intact or 'none'}"
+            + ("" if run.max_failures else " (set max_failures>=1 to restart failed workers automatically)")
+        ) from exc
+    final = read_pointer(out, "best.json") or read_pointer(out, "latest.json")
+    if final is None:
+        raise RuntimeError(f"training finished without writing a checkpoint under {out}")
+    metrics = dict(result.metrics or {})
+    return TrainResult(out=out, checkpoint=final, metrics=metrics)
+
+
+def _check_store_matches(method: Method, cfg: Any, data: str) -> None:
+    meta = read_store_metadata(data)
+    spec = method.input_spec(cfg)
+    if meta.get("store") != spec.store:
+        raise ValueError(f"{method.name} reads a {spec.store!r} store, but {data} is a {meta.get('store')!r} store")
+    if meta.get("spec_name") not in (None, spec.frame_spec):
+        raise ValueError(
+            f"{method.name} needs a store ingested with --spec {spec.frame_spec}, but {data} was built with "
+            f"--spec {meta.get('spec_name')}"
+        )
+    frame = meta.get("frame_spec", {})
+    height, width = getattr(cfg, "height", None), getattr(cfg, "width", None)
+    if height is not None and frame.get("height") not in (None, height):
+        raise ValueError(
+            f"store {data} holds {frame.get('height')}x{frame.get('width')} frames but the {method.name} config says "
+            f"{height}x{width}: set height={frame.get('height')} width={frame.get('width')} or re-ingest with --size"
+        )
+    if width is not None and frame.get("width") not in (None, width):
+        raise ValueError(f"store {data} holds frames {frame.get('width')} wide but the config says width={width}")
+
+
+def _require_gpus(count: int) -> None:
+    available = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    if not ray.is_initialized() and torch.cuda.is_available():
+        available = torch.cuda.device_count()
+    if available < count:
+        raise RuntimeError(
+            f"--use-gpu asks for {count} GPU(s) but the Ray cluster has {math.floor(available)}; "
+            "drop --use-gpu to train on CPUs, or connect to a cluster with GPU nodes (RAY_ADDRESS)"
+        )
