@@ -10,7 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 import ray
 
@@ -33,3 +35,7 @@ def init_ray(num_cpus: int | None = None, *, quiet: bool = True) -> None:
     if quiet:
         kwargs["logging_level"] = "WARNING"
     ray.init(**kwargs)
+    if quiet and not sys.stderr.isatty():
+        # Without a terminal Ray Data logs a progress table every few seconds; our own summaries say enough.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.train").setLevel(logging.WARNING)

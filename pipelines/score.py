@@ -271,10 +271,8 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
             fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": cfg.use_gpu},
             batch_size=cfg.batch_size,
             batch_format="numpy",
-            concurrency=cfg.concurrency,
+            compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
             num_gpus=1 if cfg.use_gpu else None,
-            max_restarts=2,
-            max_task_retries=2,
         )
         written = raw.groupby("video_id").map_groups(
             _fuse_and_write,

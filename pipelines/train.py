@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -78,6 +79,7 @@ class TrainRunConfig:
         resume: Continue from ``OUT/latest.json`` when it exists.
         calibration_videos: At most this many held-out normal videos are scored to fit calibration.
         placement_strategy: Ray placement of workers (``PACK``, ``SPREAD``).
+        cpus_per_worker: CPUs reserved per worker (leave some for Ray Data's decode tasks on small machines).
         log_every: Print a progress line every this many steps (rank 0).
         examples_batch_segments: Store rows per ``make_examples`` call.
         shuffle_buffer: Local shuffle buffer in examples (0 disables).
@@ -93,6 +95,7 @@ class TrainRunConfig:
     resume: bool = True
     calibration_videos: int = 8
     placement_strategy: str = "PACK"
+    cpus_per_worker: float = 1.0
     log_every: int = 20
     examples_batch_segments: int = 4
     shuffle_buffer: int = 256
@@ -220,23 +223,24 @@ def _batches(shard: Any, batch_size: int, shuffle: int, seed: int) -> Iterator[d
     )
 
 
-def _restore(model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    checkpoint = ray.train.get_checkpoint()
+def _restore(model: torch.nn.Module, resume_from: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Load the latest state: Ray's checkpoint after a worker restart, else ``resume_from`` (a rerun)."""
     state: dict[str, Any] = {"phase_index": 0, "epoch": 0, "step": 0}
-    optimizer_state = None
-    if checkpoint is None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            files = {name: _read_local(os.path.join(directory, name)) for name in _STATE_FILES}
+    elif resume_from is not None:
+        files = {
+            name: storage.read_bytes(storage.join(resume_from, name)) if storage.exists(storage.join(resume_from, name))
+            else None
+            for name in _STATE_FILES
+        }
+    else:
         return state, None
-    with checkpoint.as_directory() as directory:
-        with open(os.path.join(directory, "model.pt"), "rb") as handle:
-            model.load_state_dict(load_tensor_file(handle.read(), what="model.pt"))
-        optimizer_path = os.path.join(directory, "optimizer.pt")
-        if os.path.exists(optimizer_path):
-            with open(optimizer_path, "rb") as handle:
-                optimizer_state = load_tensor_file(handle.read(), what="optimizer.pt")
-        import json
-
-        with open(os.path.join(directory, "train_state.json")) as handle:
-            state = json.load(handle)
+    model.load_state_dict(load_tensor_file(files["model.pt"], what="model.pt"))
+    optimizer_state = load_tensor_file(files["optimizer.pt"], what="optimizer.pt") if files["optimizer.pt"] else None
+    state = json.loads(files["train_state.json"])
     print(
         f"[train] resuming from checkpoint: phase {state.get('phase')} epoch {state['epoch']} step {state['step']}",
         flush=True,
@@ -244,13 +248,22 @@ def _restore(model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any] | N
     return state, optimizer_state
 
 
-def _validation_loss(method: Method, model: torch.nn.Module, cfg: Any, ctx: TrainContext) -> float | None:
-    try:
-        shard = ray.train.get_dataset_shard("val")
-    except (KeyError, ValueError):
+_STATE_FILES = ("model.pt", "optimizer.pt", "train_state.json")
+
+
+def _read_local(path: str) -> bytes | None:
+    if not os.path.exists(path):
         return None
-    if shard is None:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _validation_loss(
+    method: Method, model: torch.nn.Module, cfg: Any, ctx: TrainContext, datasets: list[str]
+) -> float | None:
+    if "val" not in datasets:
         return None
+    shard = ray.train.get_dataset_shard("val")
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -262,13 +275,12 @@ def _validation_loss(method: Method, model: torch.nn.Module, cfg: Any, ctx: Trai
     return total / count if count else None
 
 
-def _fit_calibration(method: Method, model: torch.nn.Module, cfg: Any) -> dict[str, tuple[float, float]] | None:
-    try:
-        shard = ray.train.get_dataset_shard("calibration")
-    except (KeyError, ValueError):
+def _fit_calibration(
+    method: Method, model: torch.nn.Module, cfg: Any, datasets: list[str]
+) -> dict[str, tuple[float, float]] | None:
+    if "calibration" not in datasets:
         return None
-    if shard is None:
-        return None
+    shard = ray.train.get_dataset_shard("calibration")
     model.eval()
     per_video: dict[str, dict[str, list[np.ndarray]]] = {}
     columns = method.score_columns(cfg)
@@ -292,12 +304,13 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     cfg = config_from_dict(method.config_class, config["method_config"])
     run = TrainRunConfig(**config["run"])
     out: str = config["out"]
+    datasets: list[str] = list(config["datasets"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(run.seed)  # identical initial weights on every worker
     device = ray.train.torch.get_device() if run.use_gpu else torch.device("cpu")
     model = method.build_model(cfg)
-    state, optimizer_state = _restore(model)
+    state, optimizer_state = _restore(model, config.get("resume_from"))
     model.to(device)
     if world > 1:  # belt and braces: start every worker from rank 0's weights
         for tensor in list(model.state_dict().values()):
@@ -349,7 +362,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                     rate = examples / max(time.perf_counter() - started, 1e-9)
                     print(
                         f"[train] {method.name} {phase.name} epoch {epoch + 1}/{phase.epochs} step {ctx.step} "
-                        f"loss {float(parts['loss']):.5f} ({rate:.1f} examples/s)",
+                        f"loss {float(parts['loss'].detach()):.5f} ({rate:.1f} examples/s)",
                         flush=True,
                     )
             if scheduler is not None:
@@ -365,7 +378,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 phase=phase.name, phase_index=phase_index, epoch=epoch + 1, step=ctx.step,
                 examples=examples, examples_per_s=examples / max(elapsed, 1e-9),
             )
-            val = _validation_loss(method, model, cfg, ctx) if rank == 0 else None
+            val = _validation_loss(method, model, cfg, ctx, datasets) if rank == 0 else None
             if val is not None:
                 metrics["val_loss"] = val
             last_epoch = epoch + 1 == phase.epochs
@@ -375,7 +388,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 else {"phase_index": phase_index, "phase": phase.name, "epoch": epoch + 1, "step": ctx.step}
             )
             final = last_epoch and phase_index + 1 == len(phases)
-            calibration = _fit_calibration(method, model, cfg) if (final and rank == 0) else None
+            calibration = _fit_calibration(method, model, cfg, datasets) if (final and rank == 0) else None
             if final:
                 next_state["finished"] = True
             _report(method, cfg, model, optimizer, next_state, metrics, calibration, out, run, rank)
@@ -502,12 +515,10 @@ def train(method_name: str, method_config: Any, data: str, out: str, run: TrainR
             datasets["calibration"] = read_store(data, split="train").map_batches(
                 keep_videos, fn_kwargs={"video_ids": frozenset(normal), "keep": True}, batch_format="numpy"
             )
-    resume_from = None
-    latest = read_pointer(out, "latest.json") if run.resume else None
-    if latest is not None:
-        fs, path = storage.resolve(latest)
-        resume_from = Checkpoint(path=path, filesystem=fs)
-        print(f"[train] found {latest}; resuming (pass resume=false to start over)", flush=True)
+    # Ray Train V2 deprecates resume_from_checkpoint: the worker loads this checkpoint itself when Ray has none.
+    resume_from = read_pointer(out, "latest.json") if run.resume else None
+    if resume_from is not None:
+        print(f"[train] found {resume_from}; resuming (--no-resume starts over)", flush=True)
     fs, root = storage.resolve(storage.join(out, "ray_train"))
     trainer = TorchTrainer(
         train_fn_per_worker,
@@ -516,9 +527,14 @@ def train(method_name: str, method_config: Any, data: str, out: str, run: TrainR
             "method_config": config_to_dict(method_config),
             "run": config_to_dict(run),
             "out": out,
+            "datasets": sorted(datasets),
+            "resume_from": resume_from,
         },
         scaling_config=ScalingConfig(
-            num_workers=run.num_workers, use_gpu=run.use_gpu, placement_strategy=run.placement_strategy
+            num_workers=run.num_workers,
+            use_gpu=run.use_gpu,
+            placement_strategy=run.placement_strategy,
+            resources_per_worker={"CPU": run.cpus_per_worker, **({"GPU": 1} if run.use_gpu else {})},
         ),
         run_config=RunConfig(
             name=run.name,
@@ -529,7 +545,6 @@ def train(method_name: str, method_config: Any, data: str, out: str, run: TrainR
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        resume_from_checkpoint=resume_from,
     )
     print(
         f"[train] {method_name}: {len(fit_ids)} training videos, {len(val_ids)} validation videos, "

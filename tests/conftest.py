@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_LUSS_OVERRIDES
+
 # Keep Ray quiet and small; never let a test reach the network.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -93,4 +95,28 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_corpus")
     synthesize(out, preset="tiny", seed=0)
+    return out
+
+
+# A LUSS-AE store and checkpoint shared by every test that needs a trained model (trained once per session).
+@pytest.fixture(scope="session")
+def luss_store(tiny_corpus: Path, ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny corpus ingested with the luss_ae spec at 32x32 (48-frame segments)."""
+    from pipelines.clip_store import build_clip_store
+
+    out = str(tmp_path_factory.mktemp("luss_store") / "store")
+    build_clip_store("folder", str(tiny_corpus), out, "luss_ae", size=(32, 32), segment_frames=48)
+    return out
+
+
+@pytest.fixture(scope="session")
+def luss_checkpoint(luss_store: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny LUSS-AE trained for one epoch in local mode, with calibration from one held-out video."""
+    from pipelines.config import load_config
+    from pipelines.train import TrainRunConfig, train
+    from vad_models.luss_ae.config import LussAeConfig
+
+    out = str(tmp_path_factory.mktemp("luss_train") / "run")
+    cfg = load_config(LussAeConfig, None, TINY_LUSS_OVERRIDES)
+    train("luss_ae", cfg, luss_store, out, TrainRunConfig(num_workers=0, val_fraction=0.5, log_every=0))
     return out

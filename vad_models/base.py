@@ -233,9 +233,10 @@ class Method(ABC):
     def smoke_config(cls) -> Any:
         """A tiny config (e.g. 32x32 or 64x64 frames, 1 epoch) for contract tests and smoke runs."""
 
+    @classmethod
     @abstractmethod
-    def smoke_rows(self, cfg: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A fake numpy batch of store rows, in exactly this method's store-row format, for ``cfg``."""
+    def smoke_rows(cls, rng: np.random.Generator, cfg: Any = None) -> dict[str, np.ndarray]:
+        """A fake numpy batch of store rows in this method's exact store-row format (``cfg`` defaults to smoke)."""
 
     def score_columns(self, cfg: Any) -> list[str]:
         """Names of the raw task-score columns ``task_scores`` returns (used for calibration)."""

@@ -1,0 +1,100 @@
+"""Generic Ray Train driver: local mode, real DDP workers, resume, bad configs, non-finite losses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines import storage
+from pipelines.checkpoint import load_checkpoint, read_pointer
+from pipelines.config import load_config
+from pipelines.train import TrainRunConfig, split_videos, train
+from tests.helpers import TINY_LUSS_OVERRIDES
+from vad_models.luss_ae.config import LussAeConfig
+from vad_models.luss_ae.method import LussAeMethod
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(*extra: str) -> LussAeConfig:
+    return load_config(LussAeConfig, None, (*TINY_LUSS_OVERRIDES, *extra))
+
+
+def test_split_videos_is_deterministic_and_disjoint() -> None:
+    ids = [f"video_{i}" for i in range(20)]
+    fit, val = split_videos(ids, 0.25)
+    assert (fit, val) == split_videos(list(reversed(ids)), 0.25)
+    assert len(val) == 5 and not set(fit) & set(val) and set(fit) | set(val) == set(ids)
+    assert split_videos(["only"], 0.5) == (["only"], [])
+
+
+def test_local_mode_writes_a_loadable_checkpoint_with_calibration(luss_checkpoint: str) -> None:
+    loaded = load_checkpoint(luss_checkpoint)
+    assert loaded.method.name == "luss_ae"
+    assert loaded.train_state["finished"] is True and loaded.train_state["phase_index"] == 1
+    assert not loaded.model.training
+    assert loaded.calibration and set(loaded.calibration) == set(loaded.method.score_columns(loaded.config))
+    assert all(scale > 0 for _, scale in loaded.calibration.values())
+    latest = read_pointer(luss_checkpoint, "latest.json")
+    assert latest and storage.exists(storage.join(latest, "_SUCCESS"))
+    assert storage.exists(storage.join(luss_checkpoint, "best.json"))
+
+
+def test_two_ddp_workers_produce_a_checkpoint(luss_store: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "ddp")
+    run = TrainRunConfig(num_workers=2, cpus_per_worker=0.5, val_fraction=0.0, log_every=0)
+    result = train("luss_ae", _cfg(), luss_store, out, run)
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.train_state["finished"]
+    # Both workers consumed examples: the reported count is rank 0's share, i.e. less than the whole epoch.
+    assert result.metrics["examples"] > 0
+    for tensor in loaded.model.state_dict().values():
+        assert torch.isfinite(tensor.float()).all()
+
+
+def test_resume_after_a_crash_continues_from_the_saved_epoch(luss_store: str, tmp_path: Path) -> None:
+    out = tmp_path / "crash"
+    cmd = [
+        sys.executable, str(ROOT / "jobs" / "train_luss.py"), "--data", luss_store, "--out", str(out),
+        "--val-fraction", "0", "--num-cpus", "2", *[o for o in TINY_LUSS_OVERRIDES if not o.startswith("epochs")],
+        "epochs=2",
+    ]
+    env = {**os.environ, "VAD_FAULT_CRASH_AT_STEP": "3", "VAD_FAULT_MARKER": str(tmp_path / "crashed")}
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode != 0, first.stdout + first.stderr
+    assert (tmp_path / "crashed").exists()
+    latest = read_pointer(str(out), "latest.json")
+    assert latest and latest.endswith("epoch0001"), latest
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming from checkpoint" in second.stdout + second.stderr
+    loaded = load_checkpoint(str(out))
+    assert loaded.train_state["finished"] and loaded.uri.endswith("epoch0002")
+
+
+def test_store_and_config_mismatch_is_a_clear_error(luss_store: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="height=32 width=32"):
+        train("luss_ae", _cfg("height=64", "width=64"), luss_store, str(tmp_path / "x"), TrainRunConfig())
+
+
+def test_non_finite_loss_stops_with_the_step_and_no_checkpoint(
+    luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = LussAeMethod.training_loss
+
+    def poisoned(self, model, batch, cfg, ctx):  # noqa: ANN001, ANN202
+        parts = original(self, model, batch, cfg, ctx)
+        parts["loss"] = parts["loss"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(LussAeMethod, "training_loss", poisoned)
+    out = str(tmp_path / "nan")
+    with pytest.raises(RuntimeError, match=r"non-finite loss at phase 'train' epoch 0 step 0"):
+        train("luss_ae", _cfg(), luss_store, out, TrainRunConfig(val_fraction=0.0, log_every=0))
+    assert read_pointer(out, "latest.json") is None
