@@ -479,7 +479,15 @@ def _prune_checkpoints(out: str, keep: int) -> None:
 # --------------------------------------------------------------------------------------------- driver
 
 
-def train(method_name: str, method_config: Any, data: str, out: str, run: TrainRunConfig | None = None) -> TrainResult:
+def train(
+    method_name: str,
+    method_config: Any,
+    data: str,
+    out: str,
+    run: TrainRunConfig | None = None,
+    *,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
     """Train ``method_name`` on the store at ``data``; checkpoints go under ``out``.
 
     Args:
@@ -488,6 +496,7 @@ def train(method_name: str, method_config: Any, data: str, out: str, run: TrainR
         data: Store URI whose ``train`` split is used.
         out: Output URI (local path or ``s3://``) for checkpoints, ``latest.json`` and ``best.json``.
         run: Execution settings (workers, GPUs, failures, resume).
+        callbacks: Ray Train callbacks (e.g. ``TuneReportCallback`` when a Tune trial runs this).
 
     Returns:
         The checkpoint to score with and the last reported metrics.
@@ -542,6 +551,7 @@ def train(method_name: str, method_config: Any, data: str, out: str, run: TrainR
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=max(run.keep_checkpoints, 1)),
+            callbacks=callbacks,
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
