@@ -230,11 +230,8 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     timer = _Timer()
     if cfg.calibration not in CALIBRATION_MODES:
         raise ValueError(f"calibration must be one of {CALIBRATION_MODES}, got {cfg.calibration!r}")
-    if cfg.use_gpu and ray.cluster_resources().get("GPU", 0) < 1:
-        raise RuntimeError(
-            "--use-gpu was given but the Ray cluster has no GPU; drop --use-gpu to score on CPUs, "
-            "or connect to a cluster with GPU nodes (RAY_ADDRESS)"
-        )
+    if cfg.use_gpu:
+        wait_for_gpus(cfg.concurrency)
     loaded = load_checkpoint(checkpoint)
     checkpoint = loaded.uri
     if cfg.calibration == "global" and not loaded.calibration:
@@ -309,6 +306,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         "duration_s": timer.elapsed(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    summary["events"] = _write_events(out, data, default_fps=_median_fps(videos))
     storage.write_text_atomic(storage.join(out, "summary.json"), storage.redact(_dumps(summary)))
     storage.write_text_atomic(storage.join(out, "_SUCCESS"), "")
     print(
@@ -317,6 +315,50 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         flush=True,
     )
     return summary
+
+
+def wait_for_gpus(count: int, timeout_s: float = 600.0) -> None:
+    """Make sure ``count`` GPUs exist, asking the autoscaler for them first (GPU node groups may scale from zero).
+
+    Raises:
+        RuntimeError: when they do not appear within ``timeout_s`` (or at once on a cluster without autoscaler).
+    """
+    if ray.cluster_resources().get("GPU", 0) >= count:
+        return
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"GPU": 1}] * count)
+    except Exception:  # no autoscaler (a laptop, a fixed cluster): nothing to wait for
+        timeout_s = 0.0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(5.0)
+        if ray.cluster_resources().get("GPU", 0) >= count:
+            return
+    raise RuntimeError(
+        f"--use-gpu asks for {count} GPU(s) but the Ray cluster has {ray.cluster_resources().get('GPU', 0):g}; "
+        "drop --use-gpu to score on CPUs, or connect to a cluster with GPU nodes (RAY_ADDRESS)"
+    )
+
+
+def _median_fps(videos: Mapping[str, tuple[str, int, float]]) -> float | None:
+    rates = [fps for _, _, fps in videos.values() if fps and np.isfinite(fps) and fps > 0]
+    return float(np.median(rates)) if rates else 25.0
+
+
+def _write_events(out: str, data: str, default_fps: float | None) -> dict[str, Any]:
+    """Events of the run (``OUT/events.parquet`` + CSV); a failure here never fails the scoring run."""
+    from pipelines.events import EventConfig, write_events
+
+    try:
+        labels = data if storage.exists(storage.join(data, "labels.parquet")) else None
+        table = write_events(out, out, EventConfig(default_fps=default_fps), labels_uri=labels)
+        return {"count": table.num_rows, "uri": storage.join(out, "events.parquet")}
+    except Exception as exc:
+        message = storage.redact(f"{type(exc).__name__}: {exc}")
+        print(f"[score] warning: events were not written: {message}", flush=True)
+        return {"count": None, "error": message}
 
 
 def _dumps(obj: Any) -> str:
