@@ -93,11 +93,13 @@ class TaskScorer:
             raise RuntimeError("scoring actor was given a GPU slot but torch sees no CUDA device")
         loaded = load_checkpoint(checkpoint, device=device)
         self.method, self.cfg, self.model = loaded.method, loaded.config, loaded.model
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         scores = self.method.task_scores(self.model, rows, self.cfg)
         scores["video_id"] = np.asarray([str(v) for v in scores["video_id"]], dtype=object)
         scores["frame_idx"] = np.asarray(scores["frame_idx"], dtype=np.int64)
+        scores["scored_on"] = np.full(len(scores["frame_idx"]), self.node_id, dtype=object)
         return scores
 
 
@@ -120,7 +122,7 @@ def fuse_video(
         ``frame_idx`` (0..num_frames-1), ``score`` and every raw task column, each of length ``num_frames``.
     """
     order = np.argsort(scores["frame_idx"], kind="stable")
-    ordered = {k: np.asarray(v)[order] for k, v in scores.items() if k != "video_id"}
+    ordered = {k: np.asarray(v)[order] for k, v in scores.items() if k not in ("video_id", "scored_on")}
     frame_idx, fused = method.fuse(ordered, cfg, weights=weights, calibration=calibration, num_frames=num_frames)
     out = {
         "frame_idx": np.arange(num_frames, dtype=np.int64),
@@ -176,6 +178,7 @@ def _fuse_and_write(
         "error": np.array([storage.redact(error)], dtype=object),
         "uri": np.array([uri], dtype=object),
         "max_score": np.array([peak], dtype=np.float64),
+        "nodes": np.array([",".join(sorted({str(n) for n in rows.get("scored_on", [])}))], dtype=object),
     }
 
 
@@ -302,6 +305,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         "videos_skipped": len(skipped),
         "videos_failed": failed,
         "videos_without_windows": missing,
+        "scoring_nodes": sorted({n for r in results for n in str(r["nodes"]).split(",") if n}),
         "quarantined_at_ingest": [{k: str(v) for k, v in q.items()} for q in quarantine],
         "duration_s": timer.elapsed(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -204,6 +204,16 @@ def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
         offset += n
 
 
+def _worker_nodes(world: int) -> list[str]:
+    """Ray node id of every worker, by rank (reported so operators can see where training ran)."""
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [node]
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, node)
+    return [str(n) for n in gathered]
+
+
 def _check_finite(parts: dict[str, torch.Tensor], ctx: TrainContext) -> None:
     loss = parts["loss"]
     if not torch.isfinite(loss).all():
@@ -318,6 +328,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     if state.get("finished"):
         ray.train.report({"finished": True, "epoch": state["epoch"], "step": state["step"]})
         return
+    nodes = _worker_nodes(world)
     phases = method.phases(cfg)
     shard = ray.train.get_dataset_shard("train")
     ctx = TrainContext(phase=phases[0].name, epoch=0, step=int(state["step"]), world_rank=rank, world_size=world)
@@ -376,7 +387,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             metrics = {f"train_{k}": v / examples for k, v in sums.items()}
             metrics.update(
                 phase=phase.name, phase_index=phase_index, epoch=epoch + 1, step=ctx.step,
-                examples=examples, examples_per_s=examples / max(elapsed, 1e-9),
+                examples=examples, examples_per_s=examples / max(elapsed, 1e-9), worker_nodes=nodes,
             )
             val = _validation_loss(method, model, cfg, ctx, datasets) if rank == 0 else None
             if val is not None:

@@ -28,8 +28,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def ray_local() -> Iterator[None]:
-    """One embedded local Ray cluster (2 CPUs) for the whole session."""
+def ray_local(moto_server: str) -> Iterator[None]:
+    """One embedded local Ray cluster (2 CPUs) for the whole session.
+
+    Starts after the moto server so Ray's worker processes inherit the AWS variables pointing at it.
+    """
     import ray
 
     if not ray.is_initialized():

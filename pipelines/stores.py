@@ -1,0 +1,274 @@
+"""The layout every store shares (clips, tubes, features), and how to read it.
+
+::
+
+    STORE/_store.json          metadata; written last, so its presence means the store is complete
+    STORE/manifest.parquet     one row per video in the store (MANIFEST_SCHEMA)
+    STORE/labels.parquet       frame labels of the test videos that have them (LABELS_SCHEMA)
+    STORE/quarantine.parquet   inputs that could not be used, and why (QUARANTINE_SCHEMA)
+    STORE/data/dataset=<name>/split=<split>/*.parquet     the rows, hive-partitioned
+
+Writers call :func:`prepare_store` first (refuse an existing store unless ``overwrite``, which deletes it) and
+:func:`write_store_metadata` last. Readers go through :func:`read_store`, which refuses a directory without
+``_store.json`` (not a store, or an ingest that did not finish).
+
+Example:
+    >>> ds = read_store("s3://bucket/stores/ped2_luss", split="train", columns=["video_id", "frames"])  # doctest: +SKIP
+    >>> read_labels("s3://bucket/stores/ped2_luss")["Test001"][:5]  # doctest: +SKIP
+    array([0, 0, 0, 0, 0], dtype=uint8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data.datasource.partitioning import PathPartitionFilter
+
+from pipelines import storage
+
+__all__ = [
+    "DATA_DIR",
+    "LABELS_SCHEMA",
+    "MANIFEST_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "STORE_KINDS",
+    "StoreError",
+    "StoreExistsError",
+    "labels_table",
+    "prepare_store",
+    "read_labels",
+    "read_manifest",
+    "read_quarantine",
+    "read_store",
+    "read_store_metadata",
+    "write_labels",
+    "write_manifest",
+    "write_quarantine",
+    "write_store_metadata",
+]
+
+STORE_KINDS = ("clips", "tubes", "features")
+DATA_DIR = "data"
+_META, _MANIFEST, _LABELS, _QUARANTINE = "_store.json", "manifest.parquet", "labels.parquet", "quarantine.parquet"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("dataset", pa.string()),
+        ("uri", pa.string()),
+        ("split", pa.string()),
+        ("video_label", pa.int8()),  # 0 normal, 1 abnormal, -1 unknown
+        ("num_frames", pa.int64()),  # decoded frames (not what the container claims)
+        ("fps", pa.float64()),  # NaN for frame folders
+        ("height", pa.int64()),  # native size of the source
+        ("width", pa.int64()),
+    ]
+)
+LABELS_SCHEMA = pa.schema([("video_id", pa.string()), ("frame_labels", pa.list_(pa.uint8()))])
+QUARANTINE_SCHEMA = pa.schema(
+    [("video_id", pa.string()), ("uri", pa.string()), ("stage", pa.string()), ("error", pa.string())]
+)
+
+
+class StoreError(RuntimeError):
+    """A URI is not a usable store (no ``_store.json``, wrong kind, no rows)."""
+
+
+class StoreExistsError(FileExistsError):
+    """The output of a store writer already exists and ``overwrite`` was not requested."""
+
+
+def prepare_store(uri: str, overwrite: bool = False) -> None:
+    """Make ``uri`` ready for a new store: refuse anything already there, or delete it when ``overwrite``.
+
+    Never mixing two stores (or two frame specs) in one place is the point: a rerun must say what it wants.
+
+    Raises:
+        StoreExistsError: If ``uri`` holds files and ``overwrite`` is false.
+
+    Example:
+        >>> prepare_store("memory://stores/new")
+    """
+    if not storage.exists(uri):
+        return
+    if storage.is_dir(uri) and not storage.list_files(uri):
+        return
+    if not overwrite:
+        what = "a store" if storage.exists(storage.join(uri, _META)) else "files (an unfinished store?)"
+        raise StoreExistsError(
+            f"{uri} already holds {what}; pass --overwrite to delete it and build a new one, or choose another --out"
+        )
+    storage.delete(uri, recursive=storage.is_dir(uri))
+
+
+def write_store_metadata(uri: str, meta: Mapping[str, Any]) -> None:
+    """Write ``_store.json`` (atomically); call it last, it marks the store complete.
+
+    Raises:
+        ValueError: If ``meta["store"]`` is not one of :data:`STORE_KINDS`.
+
+    Example:
+        >>> write_store_metadata("memory://stores/m", {"store": "clips", "datasets": ["folder"]})
+    """
+    if meta.get("store") not in STORE_KINDS:
+        raise ValueError(f"store metadata needs 'store' in {STORE_KINDS}, got {meta.get('store')!r}")
+    storage.write_json_atomic(storage.join(uri, _META), dict(meta))
+
+
+def read_store_metadata(uri: str) -> dict[str, Any]:
+    """The store's ``_store.json``.
+
+    Raises:
+        StoreError: If there is none (not a store, or its writer did not finish).
+
+    Example:
+        >>> write_store_metadata("memory://stores/r", {"store": "clips"})
+        >>> read_store_metadata("memory://stores/r")["store"]
+        'clips'
+    """
+    try:
+        return storage.read_json(storage.join(uri, _META))
+    except FileNotFoundError:
+        raise StoreError(
+            f"{uri} is not a store: it has no {_META} (build one with jobs/ingest.py; a store whose ingest failed "
+            "has none either: rerun it with --overwrite)"
+        ) from None
+
+
+def read_store(uri: str, split: str | None = None, columns: list[str] | None = None) -> ray.data.Dataset:
+    """The rows of a store as a Ray Dataset, optionally one split and some columns.
+
+    ``dataset`` and ``split`` come back as columns (from the hive partition directories). Tensor columns such
+    as ``frames`` come back per row with their stored shape and dtype.
+
+    Args:
+        uri: Store URI (local, ``file://``, ``s3://``).
+        split: ``"train"``, ``"test"`` or ``None`` for all.
+        columns: Columns to read (``None``: all); partition columns may be named.
+
+    Raises:
+        StoreError: If ``uri`` is not a complete store or holds no rows.
+        ValueError: If ``split`` is not one of the store's splits.
+
+    Example:
+        >>> ds = read_store("stores/demo", split="test", columns=["video_id", "start_frame"])  # doctest: +SKIP
+    """
+    meta = read_store_metadata(uri)
+    data = storage.join(uri, DATA_DIR)
+    if not storage.exists(data):
+        raise StoreError(f"store {uri} holds no rows (every input was quarantined? see read_quarantine)")
+    splits = meta.get("splits")
+    if split is not None and splits is not None and split not in splits:
+        raise ValueError(f"store {uri} has no split {split!r}; its splits: {splits}")
+    fs, path = storage.resolve(data)
+    kwargs: dict[str, Any] = {}
+    if split is not None:
+        kwargs["partition_filter"] = PathPartitionFilter.of(_SplitFilter(split), base_dir=path, filesystem=fs)
+    return ray.data.read_parquet(path, filesystem=fs, columns=columns, **kwargs)
+
+
+class _SplitFilter:
+    """Hive partition filter keeping one split (a picklable class, not a closure)."""
+
+    def __init__(self, split: str) -> None:
+        self.split = split
+
+    def __call__(self, partition: dict[str, str]) -> bool:
+        return partition.get("split") == self.split
+
+
+def write_manifest(uri: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``manifest.parquet`` from dicts with the :data:`MANIFEST_SCHEMA` fields.
+
+    Example:
+        >>> write_manifest("memory://stores/w", [{"video_id": "v", "dataset": "folder", "uri": "v.mp4",
+        ...     "split": "test", "video_label": 1, "num_frames": 64, "fps": 25.0, "height": 64, "width": 64}])
+    """
+    table = pa.Table.from_pylist([{k: r[k] for k in MANIFEST_SCHEMA.names} for r in rows], schema=MANIFEST_SCHEMA)
+    storage.write_parquet_atomic(storage.join(uri, _MANIFEST), table)
+
+
+def read_manifest(uri: str) -> pa.Table:
+    """The store's ``manifest.parquet``: one row per video in the store.
+
+    Example:
+        >>> write_manifest("memory://stores/rm", [{"video_id": "v", "dataset": "folder", "uri": "v.mp4",
+        ...     "split": "test", "video_label": 1, "num_frames": 64, "fps": 25.0, "height": 64, "width": 64}])
+        >>> read_manifest("memory://stores/rm").column("num_frames").to_pylist()
+        [64]
+    """
+    try:
+        return storage.read_parquet(storage.join(uri, _MANIFEST))
+    except FileNotFoundError:
+        raise StoreError(f"{uri} has no {_MANIFEST} (not a store, or its ingest did not finish)") from None
+
+
+def labels_table(labels: Mapping[str, np.ndarray]) -> pa.Table:
+    """Frame labels as a :data:`LABELS_SCHEMA` table, sorted by video id.
+
+    Example:
+        >>> labels_table({"v": np.array([0, 1], np.uint8)}).num_rows
+        1
+    """
+    ids = sorted(labels)
+    values = [np.asarray(labels[v], dtype=np.uint8) for v in ids]
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int32)
+    flat = np.concatenate(values) if values else np.zeros(0, np.uint8)
+    column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.uint8()))
+    return pa.table({"video_id": pa.array(ids, pa.string()), "frame_labels": column}, schema=LABELS_SCHEMA)
+
+
+def write_labels(uri: str, labels: Mapping[str, np.ndarray]) -> None:
+    """Write ``labels.parquet`` (``video_id -> uint8 per frame``).
+
+    Example:
+        >>> write_labels("memory://stores/w", {"v": np.array([0, 1, 1], np.uint8)})
+    """
+    storage.write_parquet_atomic(storage.join(uri, _LABELS), labels_table(labels))
+
+
+def read_labels(uri: str) -> dict[str, np.ndarray]:
+    """``video_id -> uint8 frame labels`` from the store's ``labels.parquet`` (empty when it has none).
+
+    Example:
+        >>> write_labels("memory://stores/rl", {"v": np.array([0, 1, 1], np.uint8)})
+        >>> read_labels("memory://stores/rl")["v"].tolist()
+        [0, 1, 1]
+    """
+    labels_uri = storage.join(uri, _LABELS)
+    if not storage.exists(labels_uri):
+        return {}
+    table = storage.read_parquet(labels_uri)
+    column = table.column("frame_labels").combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.uint8)
+    offsets = column.offsets.to_numpy()
+    ids = table.column("video_id").to_pylist()
+    return {vid: flat[offsets[i] : offsets[i + 1]].copy() for i, vid in enumerate(ids)}
+
+
+def write_quarantine(uri: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``quarantine.parquet`` (``video_id, uri, stage, error``); always written, possibly empty.
+
+    Example:
+        >>> write_quarantine("memory://stores/w", [{"video_id": "bad", "uri": "bad.mp4", "stage": "decode",
+        ...     "error": "moov atom not found"}])
+    """
+    table = pa.Table.from_pylist([{k: str(r[k]) for k in QUARANTINE_SCHEMA.names} for r in rows], QUARANTINE_SCHEMA)
+    storage.write_parquet_atomic(storage.join(uri, _QUARANTINE), table)
+
+
+def read_quarantine(uri: str) -> pa.Table:
+    """The store's ``quarantine.parquet``, or an empty table with its schema.
+
+    Example:
+        >>> read_quarantine("memory://stores/none").num_rows
+        0
+    """
+    q_uri = storage.join(uri, _QUARANTINE)
+    if not storage.exists(q_uri):
+        return QUARANTINE_SCHEMA.empty_table()
+    return storage.read_parquet(q_uri)
