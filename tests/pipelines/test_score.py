@@ -23,6 +23,10 @@ def _test_videos(store: str) -> dict[str, int]:
     return {r["video_id"]: r["num_frames"] for r in read_manifest(store).to_pylist() if r["split"] == "test"}
 
 
+def _dataset(store: str) -> str:
+    return read_manifest(store).column("dataset")[0].as_py()
+
+
 @pytest.fixture(scope="module")
 def scored(luss_checkpoint: str, luss_store: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     out = str(tmp_path_factory.mktemp("scored") / "out")
@@ -34,7 +38,7 @@ def test_every_test_video_gets_one_score_per_frame(scored: tuple[str, dict], lus
     videos = _test_videos(luss_store)
     assert summary["videos_scored"] == len(videos) and not summary["videos_failed"]
     for video_id, num_frames in videos.items():
-        table = pq.read_table(Path(out) / "scores" / "synthetic" / f"{video_id}.parquet")
+        table = pq.read_table(Path(out) / "scores" / _dataset(luss_store) / f"{video_id}.parquet")
         assert table.column("frame_idx").to_pylist() == list(range(num_frames))
         score_values = table.column("score").to_numpy()
         assert np.isfinite(score_values).all()
