@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import time
@@ -110,14 +111,22 @@ class Lease:
         self.owner, self.ttl_s, self.settle_s = owner, ttl_s, settle_s
 
     def holder(self) -> dict[str, Any] | None:
-        """The current lease, or ``None`` when there is none or it expired."""
+        """The current lease, or ``None`` when there is none, it expired, or its holder process is gone.
+
+        A holder on this host whose process no longer exists (a killed run) is detected at once; holders on
+        other hosts are taken over when the lease expires.
+        """
         if not storage.exists(self.uri):
             return None
         try:
             lease = storage.read_json(self.uri)
         except (ValueError, FileNotFoundError):
             return None
-        return lease if float(lease.get("expires", 0)) > time.time() else None
+        if float(lease.get("expires", 0)) <= time.time():
+            return None
+        if lease.get("host") == socket.gethostname() and not _process_alive(int(lease.get("pid", -1))):
+            return None
+        return lease
 
     def acquire(self) -> bool:
         """Take the lease unless another live run holds it."""
@@ -145,8 +154,24 @@ class Lease:
     def _write(self) -> None:
         now = time.time()
         storage.write_json_atomic(
-            self.uri, {"owner": self.owner, "host": socket.gethostname(), "acquired": now, "expires": now + self.ttl_s}
+            self.uri,
+            {
+                "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+                "acquired": now, "expires": now + self.ttl_s,
+            },
         )
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fingerprint(meta: storage.FileMeta) -> str:

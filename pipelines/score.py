@@ -145,10 +145,15 @@ def _fuse_and_write(
     videos: dict[str, tuple[str, int, float]],
     calibration_mode: str,
     weights: Mapping[str, float] | None,
+    video_id: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Ray Data ``map_groups`` UDF: all window scores of one video -> one score file."""
+    """Ray Data ``map_groups`` UDF: all window scores of one video -> one score file.
+
+    Also called on the driver with no rows (``video_id`` given) for videos that produced no score rows at all,
+    e.g. SSMTL footage without a detected object, whose fusion is defined (all frames score 0).
+    """
     loaded = _cached_checkpoint(checkpoint)
-    video_id = str(rows["video_id"][0])
+    video_id = str(rows["video_id"][0]) if video_id is None else video_id
     dataset, num_frames, fps = videos[video_id]
     status, error, uri = "ok", "", ""
     try:
@@ -266,14 +271,16 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         rows = read_store(data, split=cfg.split).map_batches(
             keep_videos, fn_kwargs={"video_ids": frozenset(todo), "keep": True}, batch_format="numpy"
         )
-        raw = rows.map_batches(
-            TaskScorer,
+        actor_args = dict(
             fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": cfg.use_gpu},
-            batch_size=cfg.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
             num_gpus=1 if cfg.use_gpu else None,
         )
+        if spec.group_by_video:  # e.g. MT-VAE's temporal host needs every snippet of a video at once
+            raw = rows.groupby("video_id").map_groups(TaskScorer, **actor_args)
+        else:
+            raw = rows.map_batches(TaskScorer, batch_size=cfg.batch_size, **actor_args)
         written = raw.groupby("video_id").map_groups(
             _fuse_and_write,
             fn_kwargs={
@@ -289,6 +296,15 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     scored = sorted(str(r["video_id"]) for r in results if r["status"] == "ok")
     failed = [{"video_id": str(r["video_id"]), "error": str(r["error"])} for r in results if r["status"] != "ok"]
     missing = sorted(set(todo) - {str(r["video_id"]) for r in results})
+    if missing:  # no score rows at all: write the method's fusion of nothing where it defines one
+        columns = ["frame_idx", *loaded.method.score_columns(loaded.config)]
+        empty = {c: np.zeros(0, dtype=np.int64 if c == "frame_idx" else np.float64) for c in columns}
+        for video_id in missing:
+            row = _fuse_and_write(empty, checkpoint, out, {video_id: todo[video_id]}, cfg.calibration,
+                                  cfg.weights, video_id=video_id)
+            if row["status"][0] == "ok":
+                results.append({k: v[0] for k, v in row.items()})
+        missing = sorted(set(todo) - {str(r["video_id"]) for r in results if r["status"] == "ok"})
     quarantine = read_quarantine(data).to_pylist()
     summary = {
         "method": loaded.method.name,

@@ -294,7 +294,7 @@ def _fit_calibration(
     model.eval()
     per_video: dict[str, dict[str, list[np.ndarray]]] = {}
     columns = method.score_columns(cfg)
-    for rows in shard.iter_batches(batch_size=2, batch_format="numpy"):
+    for rows in _calibration_batches(shard, method.input_spec(cfg).group_by_video):
         scores = method.task_scores(model, rows, cfg)
         for vid in np.unique(scores["video_id"]):
             mask = scores["video_id"] == vid
@@ -306,6 +306,23 @@ def _fit_calibration(
         return None
     videos = [{c: np.concatenate(v) for c, v in cols.items()} for cols in per_video.values()]
     return method.fit_calibration(videos)
+
+
+def _calibration_batches(shard: Any, whole_videos: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Store rows of the calibration videos, in small batches or one whole video per batch.
+
+    Whole videos are for methods that score a video at once (``group_by_video``); there are only a handful.
+    """
+    if not whole_videos:
+        yield from shard.iter_batches(batch_size=2, batch_format="numpy")
+        return
+    videos: dict[str, list[dict[str, np.ndarray]]] = {}
+    for rows in shard.iter_batches(batch_size=64, batch_format="numpy"):
+        for vid in np.unique(rows["video_id"]):
+            mask = rows["video_id"] == vid
+            videos.setdefault(str(vid), []).append({k: v[mask] for k, v in rows.items()})
+    for parts in videos.values():
+        yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
