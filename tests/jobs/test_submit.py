@@ -137,6 +137,25 @@ def _run_submit(args: list[str], env: dict[str, str], timeout: float = 180) -> s
 
 
 @pytest.mark.slow
+def test_ray_job_submit_trains_luss_on_the_cluster(ray_head: LocalHead, luss_store: str, tmp_path: Path) -> None:
+    """The README's `ray job submit --working-dir . -- python jobs/train_luss.py ...` against `ray start --head`."""
+    from tests.helpers import TINY_LUSS_OVERRIDES
+
+    out = tmp_path / "run"
+    command = [RAY, "job", "submit", "--address", ray_head.url, "--working-dir", ".", "--",
+               sys.executable, "jobs/train_luss.py", "--data", luss_store, "--out", str(out), "--val-fraction", "0",
+               *TINY_LUSS_OVERRIDES]
+    done = subprocess.run(command, env=ray_head.env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in (done.stdout + done.stderr).lower()
+    latest = out / "latest.json"
+    assert latest.exists()
+    from pipelines.checkpoint import load_checkpoint
+
+    assert load_checkpoint(str(out)).train_state["finished"]
+
+
+@pytest.mark.slow
 def test_jobs_report_success_and_failure_through_exit_codes(ray_head: LocalHead, tmp_path: Path) -> None:
     (tmp_path / "hello.py").write_text("import sys\nprint('hello from the job', sys.argv[1:])\n")
     ok_args = ["--address", ray_head.url, "--working-dir", str(tmp_path), "--timeout", "150",
