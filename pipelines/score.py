@@ -52,6 +52,7 @@ class ScoreConfig:
         use_gpu: One GPU per scoring actor.
         batch_size: Store rows (segments) per actor call.
         concurrency: Scoring actors.
+        cpus_per_actor: CPUs each scoring actor reserves (decoding on CPU nodes; 1 is enough next to a GPU).
         calibration: ``"per-video"`` (the papers' protocol, for benchmarks) or ``"global"`` (statistics of
             held-out normal videos stored in the checkpoint, so a quiet video stays quiet).
         weights: Optional fusion weights overriding the method config (score-weight sweeps).
@@ -63,6 +64,7 @@ class ScoreConfig:
     use_gpu: bool = False
     batch_size: int = 2
     concurrency: int = 1
+    cpus_per_actor: float = 1.0
     calibration: str = "per-video"
     weights: Mapping[str, float] | None = None
     video_ids: tuple[str, ...] | None = None
@@ -275,6 +277,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
             fn_constructor_kwargs={"checkpoint": checkpoint, "use_gpu": cfg.use_gpu},
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
+            num_cpus=cfg.cpus_per_actor,
             num_gpus=1 if cfg.use_gpu else None,
         )
         if spec.group_by_video:  # e.g. MT-VAE's temporal host needs every snippet of a video at once

@@ -356,7 +356,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
         optimizer = method.configure_optimizer(model, cfg, phase.name)
         scheduler = method.configure_scheduler(optimizer, cfg, phase.name)
         start_epoch = int(state["epoch"]) if phase_index == int(state["phase_index"]) else 0
-        if optimizer_state is not None and phase_index == int(state["phase_index"]):
+        # At a phase boundary the new phase's optimizer starts fresh (its parameter groups differ).
+        if optimizer_state is not None and phase_index == int(state["phase_index"]) and start_epoch > 0:
             optimizer.load_state_dict(optimizer_state)
             for _ in range(start_epoch):
                 if scheduler is not None:

@@ -33,7 +33,8 @@ def main(store: str, out: str) -> None:
         cfg = load_config(LussAeConfig, None, TINY_LUSS_OVERRIDES)
         run = TrainRunConfig(num_workers=2, placement_strategy="SPREAD", val_fraction=0.0, log_every=0)
         result = train("luss_ae", cfg, store, f"{out}/train", run)
-        summary = score(result.checkpoint, store, f"{out}/scores", ScoreConfig(split="test", concurrency=2))
+        summary = score(result.checkpoint, store, f"{out}/scores", ScoreConfig(
+            split="test", concurrency=2, batch_size=1, cpus_per_actor=2.0))  # 2 CPUs each: one actor per worker node
         print(json.dumps({
             "head": cluster.head_node.node_id,
             "workers": [w.node_id for w in workers],
