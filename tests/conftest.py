@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import TINY_LUSS_OVERRIDES
 
@@ -19,6 +20,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# In-process (local-mode) training shares 2 cores with Ray's worker processes: one torch thread avoids the
+# oversubscription that makes small convolutions 10x slower. Ray already gives its workers OMP_NUM_THREADS=1.
+torch.set_num_threads(1)
 
 
 def _free_port() -> int:
