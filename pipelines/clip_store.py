@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 _MAX_BLOCKS = 10_000  # one block (= one decode task) per video, up to this many
+_MAP_RETRIES = 3  # task-level retries of StorageError, on top of pipelines.storage's per-request retries
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,15 @@ def validate_video(row: dict[str, Any], spec: FrameSpec) -> dict[str, Any]:
     out = dict(row, ok=False, stage="", error="", num_frames=0, fps=float("nan"), height=0, width=0)
     try:
         info = probe(row["uri"])
+    except storage.StorageError:
+        raise  # the object store failed, not the input: the task is retried (see _retry_storage_errors)
     except Exception as exc:  # any failure to open is a property of the input: quarantine, never crash the job
         return dict(out, stage="probe", error=_describe(exc))
     out.update(fps=info.fps, height=info.height, width=info.width)
     try:
         num_frames = count_frames(row["uri"], spec)
+    except storage.StorageError:
+        raise
     except Exception as exc:
         return dict(out, stage="decode", error=_describe(exc))
     return dict(out, ok=True, num_frames=num_frames)
@@ -176,6 +181,8 @@ def decode_segments(row: dict[str, Any], spec: FrameSpec) -> Iterator[dict[str, 
                 "fps": np.float64(row["fps"]),
                 "frames": frames,
             }
+    except storage.StorageError:
+        raise
     except Exception as exc:
         raise RuntimeError(f"{row['uri']} failed in the write pass after validating: {_describe(exc)}") from exc
     if decoded != row["num_frames"]:
@@ -247,7 +254,7 @@ def build_clip_store(
     if good:
         print(f"[ingest] writing segments of {len(good)} videos to {out} ({len(quarantine)} quarantined)", flush=True)
         fs, path = storage.resolve(storage.join(out, DATA_DIR))
-        ds = ray.data.from_items(good, override_num_blocks=min(len(good), _MAX_BLOCKS))
+        ds = _retry_storage_errors(ray.data.from_items(good, override_num_blocks=min(len(good), _MAX_BLOCKS)))
         ds = ds.flat_map(decode_segments, fn_kwargs={"spec": frame_spec})
         ds.write_parquet(path, filesystem=fs, partition_cols=["dataset", "split"])
 
@@ -297,7 +304,7 @@ def read_clip_store(uri: str, split: str | None = None) -> ray.data.Dataset:
 
 
 def _run_validation(rows: list[dict[str, Any]], spec: FrameSpec) -> list[dict[str, Any]]:
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS))
+    ds = _retry_storage_errors(ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS)))
     return ds.map(validate_video, fn_kwargs={"spec": spec}).take_all()
 
 
@@ -364,6 +371,13 @@ def _store_metadata(
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _retry_storage_errors(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """Let Ray Data rerun a map task whose UDF raised ``StorageError`` (an outage longer than storage's retries)."""
+    ds.context.retried_map_errors = ["StorageError"]
+    ds.context.max_map_retries = _MAP_RETRIES
+    return ds
 
 
 def _describe(exc: BaseException) -> str:

@@ -381,7 +381,7 @@ def _read_image(uri: str) -> np.ndarray:
     """One image as RGB uint8 ``[h, w, 3]`` (gray images are replicated to three equal channels)."""
     try:
         data = storage.read_bytes(uri)
-    except (FileNotFoundError, storage.StorageError) as exc:
+    except FileNotFoundError as exc:  # StorageError propagates: an outage is not a property of the input
         raise DecodeError(f"cannot read frame {uri}: {exc}") from None
     img = None
     if data:

@@ -558,6 +558,8 @@ def train(
     if resume_from is not None:
         print(f"[train] found {resume_from}; resuming (--no-resume starts over)", flush=True)
     fs, root = storage.resolve(storage.join(out, "ray_train"))
+    # Ray Train passes only its own variables to workers; forward the storage retry budget and fault hooks.
+    forwarded = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
@@ -581,6 +583,7 @@ def train(
             failure_config=FailureConfig(max_failures=run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=max(run.keep_checkpoints, 1)),
             callbacks=callbacks,
+            worker_runtime_env={"env_vars": forwarded} if forwarded else None,
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
@@ -603,6 +606,9 @@ def train(
         raise RuntimeError(f"training finished without writing a checkpoint under {out}")
     metrics = dict(result.metrics or {})
     return TrainResult(out=out, checkpoint=final, metrics=metrics)
+
+
+_FORWARDED_ENV = ("VAD_FAULT_CRASH_AT_STEP", "VAD_FAULT_MARKER", "VAD_STORAGE_RETRIES")
 
 
 def _check_store_matches(method: Method, cfg: Any, data: str) -> None:
