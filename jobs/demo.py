@@ -56,7 +56,7 @@ def run_demo(
     from pipelines.evaluate import evaluate
     from pipelines.report import build_report
     from pipelines.runtime import init_ray
-    from pipelines.score import ScoreConfig, score
+    from pipelines.score import ScoreConfig, score, scoring_event_config
     from pipelines.synthetic import synthesize
     from pipelines.train import TrainRunConfig, train
 
@@ -79,7 +79,7 @@ def run_demo(
     print("[demo] 5/6 evaluating", flush=True)
     metrics = evaluate(scores, store, out_uri=storage.join(out, "eval"))
     print("[demo] 6/6 review report (events were written by the scoring run)", flush=True)
-    report = build_report(scores, f"{out}/report", data_uri=store)
+    report = build_report(scores, f"{out}/report", data_uri=store, events_cfg=scoring_event_config())
     return {
         "metrics": metrics,
         "minutes": (time.perf_counter() - started) / 60,

@@ -370,13 +370,25 @@ def _median_fps(videos: Mapping[str, tuple[str, int, float]]) -> float | None:
     return float(np.median(rates)) if rates else 25.0
 
 
+def scoring_event_config(default_fps: float | None = 25.0) -> Any:
+    """Event settings of scoring runs: the run's own top 5% of frames, events of at least 0.2 s.
+
+    Example:
+        >>> scoring_event_config().quantile
+        0.95
+    """
+    from pipelines.events import EventConfig
+
+    return EventConfig(quantile=0.95, min_duration_s=0.2, default_fps=default_fps)
+
+
 def _write_events(out: str, data: str, default_fps: float | None) -> dict[str, Any]:
     """Events of the run (``OUT/events.parquet`` + CSV); a failure here never fails the scoring run."""
-    from pipelines.events import EventConfig, write_events
+    from pipelines.events import write_events
 
     try:
         labels = data if storage.exists(storage.join(data, "labels.parquet")) else None
-        table = write_events(out, out, EventConfig(default_fps=default_fps), labels_uri=labels)
+        table = write_events(out, out, scoring_event_config(default_fps), labels_uri=labels)
         return {"count": table.num_rows, "uri": storage.join(out, "events.parquet")}
     except Exception as exc:
         message = storage.redact(f"{type(exc).__name__}: {exc}")
