@@ -78,7 +78,7 @@ __all__ = [
     "run_worker",
     "table_rows",
     "target",
-    "tree_cpu_seconds",
+    "tree_cpu_by_pid",
     "worker_main",
     "write_video",
 ]
@@ -197,23 +197,13 @@ def descendants(pid: int | None = None) -> list[int]:
     return found
 
 
-def _proc_cpu_seconds(pid: int) -> float:
+def _proc_cpu_seconds(pid: int, reaped_children: bool = True) -> float:
+    """User + system CPU seconds of a process, plus (``reaped_children``) those of children it waited for."""
     fields = _proc_stat(pid)
     if fields is None:
         return 0.0
-    # utime, stime, cutime, cstime (fields 14-17 of stat; index 11-14 after the name). The children's part is
-    # the time of exited children this process waited for (FFmpeg helpers, short-lived workers).
-    return sum(int(x) for x in fields[11:15]) / _CLOCK_TICKS
-
-
-def tree_cpu_seconds(pid: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by a process and all its live descendants (Linux ``/proc``).
-
-    A local Ray cluster started by ``ray.init`` (GCS, raylet, workers) is a subtree of the driver, so the
-    difference of two readings is the CPU a Ray run really cost, not just the driver's.
-    """
-    root = pid or os.getpid()
-    return sum(_proc_cpu_seconds(p) for p in [root, *descendants(root)])
+    # utime, stime, cutime, cstime are fields 14-17 of stat (index 11-14 after the name).
+    return sum(int(x) for x in fields[11 : 15 if reaped_children else 13]) / _CLOCK_TICKS
 
 
 def _cmdline(pid: int) -> str | None:
@@ -224,9 +214,22 @@ def _cmdline(pid: int) -> str | None:
         return None
 
 
+def tree_cpu_by_pid(pid: int | None = None) -> dict[int, float]:
+    """CPU seconds used so far by a process and each of its live descendants, by pid."""
+    root = pid or os.getpid()
+    # Own time only: children are sampled themselves, and a reaped child's time would count twice.
+    return {p: _proc_cpu_seconds(p, reaped_children=False) for p in [root, *descendants(root)]}
+
+
 @dataclass
 class CpuClock:
-    """Wall and process-tree CPU time of a block.
+    """Wall time and process-tree CPU time of a block.
+
+    Processes come and go inside the block (Ray starts workers and reaps idle ones, and the raylet does not
+    collect its children's times), so a difference of two tree totals can even go negative. A thread samples
+    every process's own CPU time every ``interval_s`` instead, and the block's CPU is the sum over processes of
+    (last seen - at entry); a process that exits loses at most its last interval (one that lives less than an
+    interval is missed: Ray's workers and actors live far longer).
 
     Example:
         >>> with CpuClock() as clock:
@@ -235,18 +238,41 @@ class CpuClock:
         True
     """
 
+    interval_s: float = 0.2
     wall_s: float = 0.0
     cpu_s: float = 0.0
     _t0: float = 0.0
-    _c0: float = 0.0
+    _start: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        self._last.update(tree_cpu_by_pid())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
 
     def __enter__(self) -> CpuClock:
-        self._c0, self._t0 = tree_cpu_seconds(), time.perf_counter()
+        self._start = tree_cpu_by_pid()
+        self._last = dict(self._start)
+        self._thread = threading.Thread(target=self._run, name="cpu-clock", daemon=True)
+        self._t0 = time.perf_counter()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall_s = time.perf_counter() - self._t0
-        self.cpu_s = max(tree_cpu_seconds() - self._c0, 0.0)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        total = 0.0
+        for pid, cpu in self._last.items():
+            before = self._start.get(pid, 0.0)
+            total += cpu - before if cpu >= before else cpu  # less than at entry: a new process reused the pid
+        self.cpu_s = total
 
 
 def peak_rss_mb() -> float:

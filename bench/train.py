@@ -56,7 +56,7 @@ class Plan:
 PLANS = {
     "smoke": Plan("tiny", 32, (16, 16, 32, 32), (32, 16), 8, 4, 1, None, ("local",)),
     "quick": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 6, 2, 2, ("local", "worker")),
-    "full": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 4, 2, None, ("local", "worker")),
+    "full": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 6, 2, None, ("local", "worker")),
 }
 
 

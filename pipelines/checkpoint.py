@@ -7,6 +7,8 @@ Layout of one checkpoint directory::
     train_state.json  {"phase_index", "phase", "epoch" (next epoch to run), "step", "finished"}
     config.json       {"method", "method_config", "package_version", "metrics"}
     calibration.json  optional {task: [centre, scale]} fitted on held-out normal videos
+    calibration_scores.parquet  optional raw task scores of those videos (video_id, fps, frame_idx, columns):
+                      scoring runs fuse them like new footage to set event thresholds on known-normal video
     _SUCCESS          written last: a directory without it is incomplete and ignored
 
 A training output directory keeps ``checkpoints/<phase>-<epoch>/`` plus ``latest.json`` (and ``best.json``
@@ -27,6 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -63,6 +66,7 @@ class LoadedCheckpoint:
     calibration: dict[str, tuple[float, float]] | None
     checkpoint_id: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    calibration_scores: pa.Table | None = None
 
 
 def load_tensor_file(data: bytes, *, what: str) -> Any:
@@ -95,6 +99,7 @@ def write_checkpoint(
     train_state: dict[str, Any],
     metrics: dict[str, Any] | None = None,
     calibration: dict[str, tuple[float, float]] | None = None,
+    calibration_scores: pa.Table | None = None,
 ) -> str:
     """Write one checkpoint directory (local path or any storage URI); ``_SUCCESS`` goes last.
 
@@ -121,6 +126,8 @@ def write_checkpoint(
     if calibration is not None:
         payload = {k: [float(c), float(s)] for k, (c, s) in calibration.items()}
         storage.write_json_atomic(storage.join(directory, "calibration.json"), payload)
+    if calibration_scores is not None:
+        storage.write_parquet_atomic(storage.join(directory, "calibration_scores.parquet"), calibration_scores)
     storage.write_text_atomic(storage.join(directory, "_SUCCESS"), "")
     return directory
 
@@ -177,6 +184,9 @@ def load_checkpoint(uri: str, *, device: str | torch.device = "cpu", prefer: str
     calibration_uri = storage.join(directory, "calibration.json")
     if storage.exists(calibration_uri):
         calibration = {k: (float(v[0]), float(v[1])) for k, v in storage.read_json(calibration_uri).items()}
+    calibration_scores = None
+    if storage.exists(storage.join(directory, "calibration_scores.parquet")):
+        calibration_scores = storage.read_parquet(storage.join(directory, "calibration_scores.parquet"))
     return LoadedCheckpoint(
         uri=directory,
         method=method,
@@ -186,6 +196,7 @@ def load_checkpoint(uri: str, *, device: str | torch.device = "cpu", prefer: str
         calibration=calibration,
         checkpoint_id=hashlib.sha256(weights).hexdigest()[:16],
         metrics=meta.get("metrics", {}),
+        calibration_scores=calibration_scores,
     )
 
 

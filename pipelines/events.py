@@ -426,7 +426,9 @@ def write_events(
         from pipelines.evaluate import load_labels
 
         fps = {v.video_id: v.fps for v in read_scored_videos(scores_uri, (cfg or EventConfig()).default_fps)}
-        metrics = event_metrics(table, load_labels(labels_uri), fps)
+        # The labels cover the whole store; a run may score one split or a few videos of it.
+        labels = {k: v for k, v in load_labels(labels_uri).items() if k in fps}
+        metrics = event_metrics(table, labels, fps)
         storage.write_json_atomic(storage.join(out_uri, "event_metrics.json"), metrics)
     return table
 

@@ -3,7 +3,10 @@
 Output layout under ``OUT``::
 
     scores/<dataset>/<video_id>.parquet   video_id, frame_idx, score, <raw task columns>  (one row per frame)
-    summary.json                          method, checkpoint, config, calibration mode, counts, failures
+    events.parquet / events.csv           anomalous intervals (pipelines/events.py); event_metrics.json with labels
+    reference/scores/calibration/*.parquet  global calibration only: the checkpoint's held-out normal videos,
+                                          fused like the run; the events' threshold comes from them
+    summary.json                          method, checkpoint, config, calibration mode, counts, failures, events
     _SUCCESS                              written last
 
 Each score file is written atomically, so a reader (or a killed run) never sees half a file, and carries the
@@ -31,7 +34,7 @@ import ray
 import torch
 
 from pipelines import storage
-from pipelines.checkpoint import load_checkpoint
+from pipelines.checkpoint import LoadedCheckpoint, load_checkpoint
 from pipelines.config import config_to_dict
 from pipelines.evaluate import align_to_frames
 from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata
@@ -329,7 +332,11 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         "duration_s": timer.elapsed(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    summary["events"] = _write_events(out, data, default_fps=_median_fps(videos))
+    reference = None
+    if cfg.calibration == "global":
+        reference = write_reference_scores(loaded, out, dict(cfg.weights) if cfg.weights else None)
+        summary["reference_scores"] = reference
+    summary["events"] = _write_events(out, data, default_fps=_median_fps(videos), reference=reference)
     storage.write_text_atomic(storage.join(out, "summary.json"), storage.redact(_dumps(summary)))
     storage.write_text_atomic(storage.join(out, "_SUCCESS"), "")
     print(
@@ -370,26 +377,80 @@ def _median_fps(videos: Mapping[str, tuple[str, int, float]]) -> float | None:
     return float(np.median(rates)) if rates else 25.0
 
 
-def scoring_event_config(default_fps: float | None = 25.0) -> Any:
-    """Event settings of scoring runs: the run's own top 5% of frames, events of at least 0.2 s.
+#: Event budget of calibrated (global) runs on the held-out normal videos stored with the checkpoint.
+NORMAL_ALARMS_PER_HOUR = 1.0
+
+
+def scoring_event_config(default_fps: float | None = 25.0, reference: str | None = None) -> Any:
+    """Event settings of scoring runs; events of at least 0.2 s either way.
+
+    Per-video runs (``reference`` is ``None``): the run's own top 5% of frames. Per-video rescaling gives every
+    video the same spread, so only a relative budget means anything there. Calibrated runs pass the reference
+    score store of the checkpoint's held-out normal videos (:func:`write_reference_scores`): the threshold is the
+    lowest one with at most :data:`NORMAL_ALARMS_PER_HOUR` event per hour on them, so footage like that normal
+    video raises no event however long the run.
 
     Example:
         >>> scoring_event_config().quantile
         0.95
+        >>> scoring_event_config(reference="outputs/scores/reference").alarms_per_hour
+        1.0
     """
     from pipelines.events import EventConfig
 
+    if reference is not None:
+        return EventConfig(
+            alarms_per_hour=NORMAL_ALARMS_PER_HOUR, reference_scores=reference, min_duration_s=0.2,
+            default_fps=default_fps,
+        )
     return EventConfig(quantile=0.95, min_duration_s=0.2, default_fps=default_fps)
 
 
-def _write_events(out: str, data: str, default_fps: float | None) -> dict[str, Any]:
+def write_reference_scores(loaded: LoadedCheckpoint, out: str, weights: Mapping[str, float] | None) -> str | None:
+    """Fuse the checkpoint's held-out normal videos like new footage into ``OUT/reference/scores/``.
+
+    Same checkpoint, weights and calibration as the run, so their fused scores are exactly the score a normal
+    video gets; events of calibrated runs take their threshold from them. ``None`` for a checkpoint without
+    stored calibration scores (trained before they were kept).
+    """
+    table = loaded.calibration_scores
+    if table is None or table.num_rows == 0:
+        return None
+    reference = storage.join(out, "reference")
+    data = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    for video_id in np.unique(data["video_id"]):
+        mask = data["video_id"] == video_id
+        rows = {c: v[mask] for c, v in data.items() if c not in ("video_id", "fps")}
+        num_frames = int(rows["frame_idx"].max()) + 1
+        columns = fuse_video(
+            loaded.method, loaded.config, rows, num_frames, weights=weights, calibration=loaded.calibration
+        )
+        fused = pa.table({"video_id": pa.array([str(video_id)] * num_frames, pa.string()), **columns})
+        fps = float(data["fps"][mask][0]) if "fps" in data else 0.0
+        meta = {"method": loaded.method.name, "checkpoint_id": loaded.checkpoint_id, "calibration": "global",
+                "fps": str(fps), "role": "held-out normal video of the checkpoint's calibration"}
+        storage.write_parquet_atomic(
+            score_file_uri(reference, "calibration", str(video_id)), fused.replace_schema_metadata(meta)
+        )
+    return reference
+
+
+def _write_events(
+    out: str, data: str, default_fps: float | None, reference: str | None = None
+) -> dict[str, Any]:
     """Events of the run (``OUT/events.parquet`` + CSV); a failure here never fails the scoring run."""
     from pipelines.events import write_events
 
     try:
         labels = data if storage.exists(storage.join(data, "labels.parquet")) else None
-        table = write_events(out, out, scoring_event_config(default_fps), labels_uri=labels)
-        return {"count": table.num_rows, "uri": storage.join(out, "events.parquet")}
+        table = write_events(out, out, scoring_event_config(default_fps, reference), labels_uri=labels)
+        meta = table.schema.metadata or {}
+        return {
+            "count": table.num_rows,
+            "uri": storage.join(out, "events.parquet"),
+            "threshold": float(meta.get(b"threshold", b"nan")),
+            "threshold_source": meta.get(b"threshold_source", b"").decode(),
+        }
     except Exception as exc:
         message = storage.redact(f"{type(exc).__name__}: {exc}")
         print(f"[score] warning: events were not written: {message}", flush=True)

@@ -34,6 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import ray
 import ray.train
 import torch
@@ -287,14 +288,22 @@ def _validation_loss(
 
 def _fit_calibration(
     method: Method, model: torch.nn.Module, cfg: Any, datasets: list[str]
-) -> dict[str, tuple[float, float]] | None:
+) -> tuple[dict[str, tuple[float, float]] | None, pa.Table | None]:
+    """Calibration statistics and the raw task scores of the held-out normal videos they were fitted on.
+
+    The raw scores travel with the checkpoint so that a scoring run can fuse them exactly as it fuses new
+    footage (same weights, same statistics) and set its event threshold on known-normal video.
+    """
     if "calibration" not in datasets:
-        return None
+        return None, None
     shard = ray.train.get_dataset_shard("calibration")
     model.eval()
     per_video: dict[str, dict[str, list[np.ndarray]]] = {}
-    columns = method.score_columns(cfg)
+    fps: dict[str, float] = {}
+    columns = ["frame_idx", *method.score_columns(cfg)]
     for rows in _calibration_batches(shard, method.input_spec(cfg).group_by_video):
+        if "fps" in rows:
+            fps.update({str(v): float(f) for v, f in zip(rows["video_id"], rows["fps"])})
         scores = method.task_scores(model, rows, cfg)
         for vid in np.unique(scores["video_id"]):
             mask = scores["video_id"] == vid
@@ -303,9 +312,17 @@ def _fit_calibration(
                 bucket.setdefault(col, []).append(np.asarray(scores[col])[mask])
     model.train()
     if not per_video:
-        return None
-    videos = [{c: np.concatenate(v) for c, v in cols.items()} for cols in per_video.values()]
-    return method.fit_calibration(videos)
+        return None, None
+    videos = {vid: {c: np.concatenate(v) for c, v in cols.items()} for vid, cols in per_video.items()}
+    calibration = method.fit_calibration([{c: v[c] for c in columns[1:]} for v in videos.values()])
+    table = pa.table(
+        {
+            "video_id": pa.array([vid for vid, v in videos.items() for _ in v["frame_idx"]], pa.string()),
+            "fps": pa.array([fps.get(vid, 0.0) for vid, v in videos.items() for _ in v["frame_idx"]], pa.float64()),
+            **{c: np.concatenate([v[c] for v in videos.values()]) for c in columns},
+        }
+    )
+    return calibration, table
 
 
 def _calibration_batches(shard: Any, whole_videos: bool) -> Iterator[dict[str, np.ndarray]]:
@@ -417,10 +434,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 else {"phase_index": phase_index, "phase": phase.name, "epoch": epoch + 1, "step": ctx.step}
             )
             final = last_epoch and phase_index + 1 == len(phases)
-            calibration = _fit_calibration(method, model, cfg, datasets) if (final and rank == 0) else None
+            calibration, normal_scores = (
+                _fit_calibration(method, model, cfg, datasets) if (final and rank == 0) else (None, None)
+            )
             if final:
                 next_state["finished"] = True
-            _report(method, cfg, model, optimizer, next_state, metrics, calibration, out, run, rank)
+            _report(method, cfg, model, optimizer, next_state, metrics, (calibration, normal_scores), out, run, rank)
             if rank == 0:
                 summary = ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if k.startswith(("train_", "val_")))
                 print(
@@ -437,19 +456,22 @@ def _report(
     optimizer: torch.optim.Optimizer,
     train_state: dict[str, Any],
     metrics: dict[str, Any],
-    calibration: dict[str, tuple[float, float]] | None,
+    calibration: tuple[dict[str, tuple[float, float]] | None, pa.Table | None],
     out: str,
     run: TrainRunConfig,
     rank: int,
 ) -> None:
-    """Rank 0 writes the checkpoint (Ray's copy and the stable one under ``OUT``); everyone reports."""
+    """Rank 0 writes the checkpoint (Ray's copy and the stable one under ``OUT``); everyone reports.
+
+    ``calibration`` is ``(statistics, raw scores of the calibration videos)``, both ``None`` before the end.
+    """
     if rank != 0:
         ray.train.report(metrics)
         return
     model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     common = dict(
         method_name=method.name, config=cfg, model_state=model_state, optimizer_state=optimizer.state_dict(),
-        train_state=train_state, metrics=metrics, calibration=calibration,
+        train_state=train_state, metrics=metrics, calibration=calibration[0], calibration_scores=calibration[1],
     )
     rel = checkpoint_rel_name(int(metrics["phase_index"]), str(metrics["phase"]), int(metrics["epoch"]))
     write_checkpoint(storage.join(out, rel), **common)

@@ -1,8 +1,9 @@
 """Smoke runs of every benchmark (``main(["--smoke"])`` on tiny data) so the scripts cannot rot unnoticed.
 
 No timing assertions anywhere: on a shared 2-core runner the numbers mean nothing. What is checked is that each
-benchmark runs end to end (Ray jobs in this process's session Ray, baselines in pinned worker subprocesses),
-measures both sides of every comparison and writes a result JSON with the documented fields and machine info.
+benchmark runs end to end (its Ray jobs and most baselines in this process, on the session Ray; the ingest
+baseline in a worker subprocess pinned to one core, so that path runs too), measures both sides of every
+comparison and writes a result JSON with the documented fields and machine info.
 """
 
 from __future__ import annotations
@@ -237,6 +238,20 @@ def test_common_records_and_table() -> None:
         ["i", "store: bytes/frame", "4,096 B/frame", "source 300", "", "", "-"]
     ]
     assert "| b | c |" in common.format_table(rows, markdown=True)
+
+
+def test_cpu_clock_counts_a_child_process_once() -> None:
+    import resource
+    import subprocess
+    import sys
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with common.CpuClock(interval_s=0.05) as clock:
+        subprocess.run([sys.executable, "-c", "sum(i * i for i in range(4_000_000))"], check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # Sampled live and never again through the parent's reaped-children total; the last interval may be missed.
+    assert child - 0.3 <= clock.cpu_s <= child + 0.3, (clock.cpu_s, child)
 
 
 def test_run_worker_reports_a_failing_job(tmp_path: Path) -> None:
