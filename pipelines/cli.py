@@ -51,6 +51,10 @@ def build_train_parser(method_name: str) -> argparse.ArgumentParser:
     parser.add_argument("--placement", default="PACK", choices=["PACK", "SPREAD"], help="worker placement")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded local Ray")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fresh-samples", action="store_true",
+        help="draw new random training samples every epoch (not reproducible run to run; default: seeded)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the method config")
     return parser
 
@@ -74,6 +78,7 @@ def run_train_job(method_name: str, argv: Sequence[str] | None = None) -> int:
         val_fraction=args.val_fraction,
         resume=not args.no_resume,
         placement_strategy=args.placement,
+        deterministic=not args.fresh_samples,
     )
     init_ray(args.num_cpus)
     try:

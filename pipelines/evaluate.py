@@ -363,7 +363,51 @@ def load_labels(uri: str) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------- driver
-def evaluate(scores_uri: str, labels_uri: str, out_uri: str | None = None, plots: bool = True) -> dict[str, Any]:
+def load_regions(scores_uri: str) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    """The scored regions of a run (``OUT/regions/``) by video, and the frame size their boxes refer to.
+
+    Raises:
+        FileNotFoundError: If the run stored no regions (frame-level methods do not).
+    """
+    from pipelines.region_metrics import ScoredRegions
+
+    root = storage.join(scores_uri, "regions")
+    if not storage.is_dir(root):
+        raise FileNotFoundError(f"{scores_uri} holds no regions/ folder: only object-level methods (SSMTL) write one")
+    out, size = {}, None
+    for uri in storage.list_files(root, suffixes=(".parquet",)):
+        table = storage.read_parquet(uri)
+        video_id = uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".parquet")
+        col = {c: table.column(c).to_numpy() for c in ("frame_idx", "x1", "y1", "x2", "y2", "score")}
+        boxes = np.stack([col["x1"], col["y1"], col["x2"], col["y2"]], axis=1).reshape(-1, 4)
+        out[video_id] = ScoredRegions(col["frame_idx"].astype(np.int64), boxes, col["score"].astype(np.float64))
+        if len(table) and size is None:
+            size = (int(table.column("frame_height")[0].as_py()), int(table.column("frame_width")[0].as_py()))
+    return out, size
+
+
+def region_metrics(scores_uri: str, regions_gt: str, num_frames: Mapping[str, int]) -> dict[str, Any]:
+    """RBDC and TBDC of a run's stored regions against region annotations (boxes rescaled to the store's frames).
+
+    Example:
+        >>> region_metrics("outputs/ssmtl/scores", "corpus/labels", {"test_000": 240})  # doctest: +SKIP
+        {'rbdc': 0.41, 'tbdc': 0.77, 'num_regions': 310, ...}
+    """
+    from pipelines.region_metrics import load_ground_truth, region_track_metrics
+
+    pred, size = load_regions(scores_uri)
+    gt = {k: v for k, v in load_ground_truth(regions_gt, size=size).items() if k in num_frames}
+    result = region_track_metrics(gt, {k: v for k, v in pred.items() if k in num_frames}, dict(num_frames))
+    return {**result.as_dict(), "regions_gt": regions_gt}
+
+
+def evaluate(
+    scores_uri: str,
+    labels_uri: str,
+    out_uri: str | None = None,
+    plots: bool = True,
+    regions_gt: str | None = None,
+) -> dict[str, Any]:
     """Evaluate a score store against frame labels; optionally write ``metrics.json`` and PNG plots.
 
     Args:
@@ -372,9 +416,12 @@ def evaluate(scores_uri: str, labels_uri: str, out_uri: str | None = None, plots
         out_uri: Where to write ``metrics.json``, ``plots/<video_id>.png`` (score curve with the ground-truth
             anomalous frames shaded) and ``plots/roc.png`` (micro ROC). Nothing is written when ``None``.
         plots: Write the PNG plots (with ``out_uri``).
+        regions_gt: Folder of region annotations (``<video>.boxes.json`` or track ``<video>.txt``, see
+            :func:`pipelines.region_metrics.load_ground_truth`): adds ``rbdc`` and ``tbdc`` computed from the
+            run's ``regions/`` (object-level methods).
 
     Returns:
-        The metrics of :func:`frame_metrics` plus ``scores_uri`` and ``labels_uri``.
+        The metrics of :func:`frame_metrics` plus ``scores_uri`` and ``labels_uri`` (and ``rbdc``/``tbdc``).
 
     Example:
         >>> m = evaluate("outputs/demo/scores", "outputs/demo/store", out_uri="outputs/demo/eval")  # doctest: +SKIP
@@ -383,6 +430,8 @@ def evaluate(scores_uri: str, labels_uri: str, out_uri: str | None = None, plots
     """
     scores, labels = load_scores(scores_uri), load_labels(labels_uri)
     metrics = {**frame_metrics(scores, labels), "scores_uri": scores_uri, "labels_uri": labels_uri}
+    if regions_gt is not None:
+        metrics.update(region_metrics(scores_uri, regions_gt, {v: len(s) for v, s in scores.items()}))
     if out_uri is None:
         return metrics
     storage.write_json_atomic(storage.join(out_uri, "metrics.json"), metrics)

@@ -3,6 +3,8 @@
 Output layout under ``OUT``::
 
     scores/<dataset>/<video_id>.parquet   video_id, frame_idx, score, <raw task columns>  (one row per frame)
+    regions/<dataset>/<video_id>.parquet  object-level methods (SSMTL): video_id, frame_idx, x1, y1, x2, y2,
+                                          frame_height, frame_width, score per detected object (RBDC/TBDC)
     events.parquet / events.csv           anomalous intervals (pipelines/events.py); event_metrics.json with labels
     reference/scores/calibration/*.parquet  global calibration only: the checkpoint's held-out normal videos,
                                           fused like the run; the events' threshold comes from them
@@ -37,7 +39,7 @@ from pipelines import storage
 from pipelines.checkpoint import LoadedCheckpoint, load_checkpoint
 from pipelines.config import config_to_dict
 from pipelines.evaluate import align_to_frames
-from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata
+from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method
 
 __all__ = ["ScoreConfig", "TaskScorer", "fuse_video", "score", "score_file_uri"]
@@ -83,6 +85,28 @@ class _VideoInfo:
 def score_file_uri(out: str, dataset: str, video_id: str) -> str:
     """Where the scores of one video go; ids cannot escape ``out`` (``../`` is rejected)."""
     return storage.safe_join(out, "scores", dataset, f"{video_id}.parquet")
+
+
+def region_file_uri(out: str, dataset: str, video_id: str) -> str:
+    """Where the scored regions of one video go (object-level methods only)."""
+    return storage.safe_join(out, "regions", dataset, f"{video_id}.parquet")
+
+
+def _regions_table(
+    loaded: LoadedCheckpoint,
+    rows: Mapping[str, np.ndarray],
+    video_id: str,
+    weights: Mapping[str, float] | None,
+    calibration: Mapping[str, tuple[float, float]] | None,
+) -> pa.Table | None:
+    order = np.argsort(np.asarray(rows["frame_idx"]), kind="stable")
+    ordered = {k: np.asarray(v)[order] for k, v in rows.items() if k not in ("video_id", "scored_on")}
+    regions = loaded.method.regions(ordered, loaded.config, weights=weights, calibration=calibration)
+    if regions is None:
+        return None
+    count = len(regions["frame_idx"])
+    table = pa.table({"video_id": pa.array([video_id] * count, pa.string()), **regions})
+    return table.replace_schema_metadata({"method": loaded.method.name, "checkpoint_id": loaded.checkpoint_id})
 
 
 class TaskScorer:
@@ -175,6 +199,9 @@ def _fuse_and_write(
                 "weights": repr(dict(weights) if weights else None),
             }
         )
+        regions = _regions_table(loaded, rows, video_id, weights, calibration)
+        if regions is not None:  # before the score file: a video counts as scored once its score file exists
+            storage.write_parquet_atomic(region_file_uri(out, dataset, video_id), regions)
         uri = score_file_uri(out, dataset, video_id)
         storage.write_parquet_atomic(uri, table)
         peak = float(np.max(columns["score"])) if num_frames else float("nan")
@@ -284,10 +311,12 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
             num_gpus=1 if cfg.use_gpu else None,
         )
         if spec.group_by_video:  # e.g. MT-VAE's temporal host needs every snippet of a video at once
-            raw = rows.groupby("video_id").map_groups(TaskScorer, **actor_args)
+            raw = rows.groupby("video_id", num_partitions=shuffle_partitions(len(todo))).map_groups(
+                TaskScorer, **actor_args
+            )
         else:
             raw = rows.map_batches(TaskScorer, batch_size=cfg.batch_size, **actor_args)
-        written = raw.groupby("video_id").map_groups(
+        written = raw.groupby("video_id", num_partitions=shuffle_partitions(len(todo))).map_groups(
             _fuse_and_write,
             fn_kwargs={
                 "checkpoint": checkpoint,

@@ -45,6 +45,7 @@ __all__ = [
     "read_quarantine",
     "read_store",
     "read_store_metadata",
+    "shuffle_partitions",
     "write_labels",
     "write_manifest",
     "write_quarantine",
@@ -272,3 +273,16 @@ def read_quarantine(uri: str) -> pa.Table:
     if not storage.exists(q_uri):
         return QUARANTINE_SCHEMA.empty_table()
     return storage.read_parquet(q_uri)
+
+
+def shuffle_partitions(num_videos: int, cap: int = 64) -> int:
+    """Partitions of a group-by-video shuffle: one per video up to ``cap``.
+
+    Ray Data's default (200) costs seconds of aggregator start-up for a handful of videos and buys nothing
+    beyond the number of groups.
+
+    Example:
+        >>> shuffle_partitions(3), shuffle_partitions(1000)
+        (3, 64)
+    """
+    return max(1, min(int(num_videos), cap))

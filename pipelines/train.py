@@ -52,7 +52,7 @@ from pipelines.checkpoint import (
 )
 from pipelines.config import config_from_dict, config_to_dict
 from pipelines.faults import maybe_crash
-from pipelines.stores import read_manifest, read_store, read_store_metadata
+from pipelines.stores import read_manifest, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method, TrainContext
 from vad_models.registry import get_method
 
@@ -84,6 +84,10 @@ class TrainRunConfig:
         log_every: Print a progress line every this many steps (rank 0).
         examples_batch_segments: Store rows per ``make_examples`` call.
         shuffle_buffer: Local shuffle buffer in examples (0 disables).
+        deterministic: Reproducible runs: the random parts of ``make_examples`` (e.g. LUSS-AE's accelerated
+            clips) are seeded from ``seed`` and the rows they come from, so each segment gets the same draws
+            every epoch, and Ray Data keeps block order. ``False`` draws fresh samples every epoch (more
+            augmentation on long runs) at the price of run-to-run variation.
     """
 
     num_workers: int = 0
@@ -100,6 +104,7 @@ class TrainRunConfig:
     log_every: int = 20
     examples_batch_segments: int = 4
     shuffle_buffer: int = 256
+    deterministic: bool = True
 
 
 @dataclass
@@ -142,11 +147,34 @@ def make_examples_batch(
     """Ray Data UDF: store rows -> training examples through ``method.make_examples``.
 
     Required columns: those of the method's store. Added columns: the method's example columns.
-    Each call draws fresh randomness (different accelerated clips every epoch) unless ``seed`` is given.
+    With ``seed`` the generator is seeded from it and the rows' identity (:func:`rows_seed`): the same rows get
+    the same draws whichever task processes them. Without it, each call draws fresh randomness.
     """
     method, cfg = _method_and_config(method_name, config_key)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(None if seed is None else rows_seed(rows, seed))
     return method.make_examples(rows, cfg, rng)
+
+
+#: Columns that, with ``video_id``, identify a store row (clip segments, feature snippets, object tubes).
+_ROW_KEYS = ("start_frame", "snippet_idx", "frame_idx", "object_idx")
+
+
+def rows_seed(rows: dict[str, np.ndarray], seed: int) -> list[int]:
+    """Seed material for a batch of store rows: ``seed`` plus a digest of the rows' video ids and positions.
+
+    Example:
+        >>> rows = {"video_id": np.array(["a", "a"]), "start_frame": np.array([0, 48])}
+        >>> rows_seed(rows, 0) == rows_seed(dict(rows), 0) != rows_seed(rows, 1)
+        True
+    """
+    digest = hashlib.sha256()
+    digest.update(str(seed).encode())
+    for value in np.asarray(rows.get("video_id", np.array([]))).tolist():
+        digest.update(str(value).encode() + b"\0")
+    for key in _ROW_KEYS:
+        if key in rows:
+            digest.update(key.encode() + np.ascontiguousarray(np.asarray(rows[key], dtype=np.int64)).tobytes())
+    return [int(seed), int.from_bytes(digest.digest()[:8], "little")]
 
 
 def keep_videos(rows: dict[str, np.ndarray], video_ids: frozenset[str], keep: bool) -> dict[str, np.ndarray]:
@@ -179,9 +207,10 @@ def build_example_dataset(
     ds = read_store(data, split="train").map_batches(
         keep_videos, fn_kwargs={"video_ids": frozenset(video_ids), "keep": True}, batch_format="numpy"
     )
-    kwargs = {"method_name": method.name, "config_key": key}
+    kwargs = {"method_name": method.name, "config_key": key, "seed": run.seed if run.deterministic else None}
     if method.input_spec(cfg).group_by_video:
-        return ds.groupby("video_id").map_groups(make_examples_batch, fn_kwargs=kwargs, batch_format="numpy")
+        grouped = ds.groupby("video_id", num_partitions=shuffle_partitions(len(video_ids)))
+        return grouped.map_groups(make_examples_batch, fn_kwargs=kwargs, batch_format="numpy")
     return ds.map_batches(
         make_examples_batch, fn_kwargs=kwargs, batch_size=run.examples_batch_segments, batch_format="numpy"
     )
@@ -342,6 +371,12 @@ def _calibration_batches(shard: Any, whole_videos: bool) -> Iterator[dict[str, n
         yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _execution_options(deterministic: bool) -> Any:
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = deterministic
+    return options
+
+
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker loop, the same for every method (see the module docstring)."""
     method = get_method(config["method"])
@@ -380,6 +415,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 if scheduler is not None:
                     scheduler.step()
         if start_epoch == 0:
+            if rank == 0:
+                print(f"[train] {method.name}: phase {phase.name!r} set-up (on_phase_start)", flush=True)
             seed = run.seed + 7919 * rank
             method.on_phase_start(
                 model, phase.name, _batches(shard, int(cfg.batch_size), 0, seed), cfg, ctx
@@ -608,7 +645,11 @@ def train(
             worker_runtime_env={"env_vars": forwarded} if forwarded else None,
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"],
+            # Block order is part of a reproducible run (the local shuffle is seeded, its input must be too).
+            execution_options=_execution_options(run.deterministic),
+        ),
     )
     print(
         f"[train] {method_name}: {len(fit_ids)} training videos, {len(val_ids)} validation videos, "

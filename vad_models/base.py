@@ -260,6 +260,30 @@ class Method(ABC):
         """Hook run once when a phase begins (e.g. STD's K-means initialisation). No-op by default."""
         return None
 
+    def regions(
+        self,
+        scores: Mapping[str, np.ndarray],
+        cfg: Any,
+        weights: Mapping[str, float] | None = None,
+        calibration: Mapping[str, tuple[float, float]] | None = None,
+    ) -> dict[str, np.ndarray] | None:
+        """Scored image regions of one video, for object-level methods; ``None`` (the default) for the others.
+
+        Scoring runs store them as ``OUT/regions/<dataset>/<video_id>.parquet`` and evaluation computes RBDC and
+        TBDC from them (:mod:`pipelines.region_metrics`).
+
+        Args:
+            scores: The video's raw rows from :meth:`task_scores`, ordered by ``frame_idx``.
+            cfg: The method config.
+            weights: Fusion weight overrides, as for :meth:`fuse`.
+            calibration: Calibration statistics, as for :meth:`fuse`.
+
+        Returns:
+            ``frame_idx``, ``x1``, ``y1``, ``x2``, ``y2`` (pixels of the store's frames), ``frame_height``,
+            ``frame_width`` and ``score`` (higher = more anomalous), one entry per region.
+        """
+        return None
+
     def fit_calibration(self, normal_scores: Iterable[Mapping[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
         """Fit per-task (median, inter-quartile range) on the raw scores of held-out normal videos.
 

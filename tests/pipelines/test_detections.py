@@ -109,3 +109,28 @@ def test_ssmtl_trains_and_scores_on_the_tube_store(stores: dict[str, Any]) -> No
     mine = {k: np.asarray(v)[scores["video_id"] == video] for k, v in scores.items() if k != "video_id"}
     frame_idx, fused = method.fuse(mine, TUBES, num_frames=64)
     assert len(frame_idx) == 64 and np.isfinite(fused).all() and fused.max() > 0
+
+
+def test_ssmtl_through_train_score_and_region_evaluation(
+    stores: dict[str, Any], tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """The generic trainer and scorer run SSMTL unchanged; its runs store scored regions and RBDC/TBDC follow."""
+    from dataclasses import replace
+
+    from pipelines.evaluate import evaluate, load_regions
+    from pipelines.score import ScoreConfig, score
+    from pipelines.train import TrainRunConfig, train
+
+    cfg = replace(TUBES, epochs=1)
+    run = TrainRunConfig(val_fraction=0.0, log_every=0)
+    result = train("ssmtl", cfg, stores["tubes"], str(tmp_path / "train"), run)
+    summary = score(result.checkpoint, stores["tubes"], str(tmp_path / "scores"), ScoreConfig(split="test"))
+    assert summary["videos_scored"] == 1 and not summary["videos_failed"]
+    regions, size = load_regions(str(tmp_path / "scores"))
+    assert size == (64, 64)
+    (video, scored), = regions.items()
+    detected = [r for r in stores["rows"] if r["video_id"] == video]
+    assert len(scored.frame_idx) == len(detected) and np.isfinite(scored.scores).all()
+    assert ((scored.boxes[:, 2] > scored.boxes[:, 0]) & (scored.boxes[:, 3] > scored.boxes[:, 1])).all()
+    metrics = evaluate(str(tmp_path / "scores"), stores["clips"], regions_gt=str(tiny_corpus / "labels"))
+    assert 0.0 <= metrics["rbdc"] <= 1.0 and 0.0 <= metrics["tbdc"] <= 1.0 and metrics["num_regions"] > 0

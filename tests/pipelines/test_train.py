@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,6 +44,29 @@ def test_local_mode_writes_a_loadable_checkpoint_with_calibration(luss_checkpoin
     latest = read_pointer(luss_checkpoint, "latest.json")
     assert latest and storage.exists(storage.join(latest, "_SUCCESS"))
     assert storage.exists(storage.join(luss_checkpoint, "best.json"))
+
+
+def test_the_same_seed_reproduces_the_same_weights(luss_checkpoint: str, luss_store: str, tmp_path: Path) -> None:
+    # The session checkpoint was trained with exactly these settings; a second run must match it bit for bit.
+    run = TrainRunConfig(num_workers=0, val_fraction=0.5, log_every=0)
+    again = train("luss_ae", _cfg(), luss_store, str(tmp_path / "again"), run)
+    assert load_checkpoint(again.checkpoint).checkpoint_id == load_checkpoint(luss_checkpoint).checkpoint_id
+
+
+def test_seeded_examples_repeat_and_unseeded_ones_vary() -> None:
+    from pipelines.config import config_to_dict
+    from pipelines.train import _freeze, make_examples_batch
+
+    cfg = _cfg()
+    rows = LussAeMethod.smoke_rows(np.random.default_rng(0), cfg)
+    key = _freeze(config_to_dict(cfg))
+    first, second = (make_examples_batch(dict(rows), "luss_ae", key, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(first["prp_label"], second["prp_label"])
+    np.testing.assert_array_equal(first["prp_clip"], second["prp_clip"])
+    other = make_examples_batch(dict(rows), "luss_ae", key, seed=4)
+    assert not np.array_equal(first["prp_clip"], other["prp_clip"])
+    fresh = [make_examples_batch(dict(rows), "luss_ae", key)["prp_clip"] for _ in range(3)]
+    assert not all(np.array_equal(fresh[0], f) for f in fresh[1:])
 
 
 def test_two_ddp_workers_produce_a_checkpoint(luss_store: str, tmp_path: Path) -> None:

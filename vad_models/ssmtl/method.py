@@ -275,6 +275,21 @@ class SsmtlMethod(Method):
         )
         return np.arange(num_frames, dtype=np.int64), fused
 
+    def regions(
+        self,
+        scores: Mapping[str, np.ndarray],
+        cfg: SsmtlConfig,
+        weights: Mapping[str, float] | None = None,
+        calibration: Mapping[str, tuple[float, float]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every detected object's box with its object score (eq. 6), for RBDC/TBDC (§4.1)."""
+        frame_idx = np.asarray(scores.get("frame_idx", np.zeros(0)), dtype=np.int64)
+        out = {"frame_idx": frame_idx}
+        for name in (*BOX_COLUMNS, "frame_height", "frame_width"):
+            out[name] = np.asarray(scores.get(name, np.zeros(len(frame_idx))), dtype=np.float64)
+        out["score"] = object_scores(scores, cfg, weights, calibration) if len(frame_idx) else np.zeros(0)
+        return out
+
     def late_fusion(self, object_level: np.ndarray, frame_level: np.ndarray, cfg: SsmtlConfig) -> np.ndarray:
         """§3.5: fuse one video's object-level and frame-level frame scores (weight ``cfg.late_fusion_weight``)."""
         return late_fusion(object_level, frame_level, cfg.late_fusion_weight)
