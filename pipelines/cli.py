@@ -52,6 +52,10 @@ def build_train_parser(method_name: str) -> argparse.ArgumentParser:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded local Ray")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"],
+        help="bf16 autocast for the forward pass and loss (Ampere or newer GPUs; fp32 master weights)",
+    )
+    parser.add_argument(
         "--fresh-samples", action="store_true",
         help="draw new random training samples every epoch (not reproducible run to run; default: seeded)",
     )
@@ -79,6 +83,7 @@ def run_train_job(method_name: str, argv: Sequence[str] | None = None) -> int:
         resume=not args.no_resume,
         placement_strategy=args.placement,
         deterministic=not args.fresh_samples,
+        precision=args.precision,
     )
     init_ray(args.num_cpus)
     try:

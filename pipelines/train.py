@@ -61,6 +61,9 @@ __all__ = ["NonFiniteLossError", "TrainResult", "TrainRunConfig", "train", "trai
 log = logging.getLogger(__name__)
 
 
+TRAIN_PRECISIONS = ("fp32", "bf16")
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; training stops before a garbage checkpoint is written."""
 
@@ -84,6 +87,10 @@ class TrainRunConfig:
         log_every: Print a progress line every this many steps (rank 0).
         examples_batch_segments: Store rows per ``make_examples`` call.
         shuffle_buffer: Local shuffle buffer in examples (0 disables).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast of the forward pass and loss; weights, optimizer state and
+            gradients stay fp32). bf16 needs no loss scaling, which keeps gradient averaging across workers exact;
+            fp16 training would need a loss scaler whose skipped steps agree on every worker, so it is not
+            offered (scoring offers fp16 and bf16).
         deterministic: Reproducible runs: the random parts of ``make_examples`` (e.g. LUSS-AE's accelerated
             clips) are seeded from ``seed`` and the rows they come from, so each segment gets the same draws
             every epoch, and Ray Data keeps block order. ``False`` draws fresh samples every epoch (more
@@ -104,7 +111,12 @@ class TrainRunConfig:
     log_every: int = 20
     examples_batch_segments: int = 4
     shuffle_buffer: int = 256
+    precision: str = "fp32"
     deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass
@@ -254,12 +266,16 @@ def _check_finite(parts: dict[str, torch.Tensor], ctx: TrainContext) -> None:
         )
 
 
-def _batches(shard: Any, batch_size: int, shuffle: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(
+    shard: Any, batch_size: int, shuffle: int, seed: int, pin_memory: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    # Pinned host buffers let the copy to the GPU run asynchronously (device="auto" moves the batch).
     return shard.iter_torch_batches(
         batch_size=batch_size,
         local_shuffle_buffer_size=shuffle or None,
         local_shuffle_seed=seed,
         device="auto",
+        pin_memory=pin_memory,
     )
 
 
@@ -427,9 +443,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             sums: dict[str, float] = {}
             examples, started = 0, time.perf_counter()
             seed = run.seed + 7919 * rank + 104729 * (epoch + 1000 * phase_index)
-            for batch in _batches(shard, int(cfg.batch_size), run.shuffle_buffer, seed):
+            for batch in _batches(shard, int(cfg.batch_size), run.shuffle_buffer, seed, pin_memory=run.use_gpu):
                 maybe_crash(ctx.step)
-                parts = method.training_loss(model, batch, cfg, ctx)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.precision == "bf16"):
+                    parts = method.training_loss(model, batch, cfg, ctx)
                 _check_finite(parts, ctx)
                 optimizer.zero_grad(set_to_none=True)
                 parts["loss"].backward()

@@ -69,6 +69,26 @@ def test_seeded_examples_repeat_and_unseeded_ones_vary() -> None:
     assert not all(np.array_equal(fresh[0], f) for f in fresh[1:])
 
 
+def test_bf16_autocast_runs_the_loss_in_bf16_and_keeps_fp32_weights(
+    luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[bool, torch.dtype]] = []
+    original = LussAeMethod.training_loss
+
+    def recording(self, model, batch, cfg, ctx):  # noqa: ANN001, ANN202
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return original(self, model, batch, cfg, ctx)
+
+    monkeypatch.setattr(LussAeMethod, "training_loss", recording)
+    run = TrainRunConfig(val_fraction=0.0, log_every=0, precision="bf16")
+    result = train("luss_ae", _cfg(), luss_store, str(tmp_path / "bf16"), run)
+    assert seen and all(enabled and dtype == torch.bfloat16 for enabled, dtype in seen)
+    state = load_checkpoint(result.checkpoint).model.state_dict()
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainRunConfig(precision="fp16")
+
+
 def test_two_ddp_workers_produce_a_checkpoint(luss_store: str, tmp_path: Path) -> None:
     out = str(tmp_path / "ddp")
     run = TrainRunConfig(num_workers=2, cpus_per_worker=0.5, val_fraction=0.0, log_every=0)
