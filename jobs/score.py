@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="scoring actors")
     parser.add_argument("--split", default="test", help="store split to score, or 'all'")
     parser.add_argument("--calibration", default="per-video", choices=["per-video", "global"])
-    parser.add_argument("--weights-config", default=None, help="YAML with a 'weights' mapping (from jobs/tune.py)")
+    parser.add_argument(
+        "--weights-config", default=None,
+        help="YAML with a 'weights' mapping and optional fusion 'config' fields (best_weights.yaml of jobs/tune.py)",
+    )
     parser.add_argument("--evaluate", action="store_true", help="also compute AUROC against the store's labels")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded local Ray")
     args = parser.parse_args(argv)
@@ -36,14 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.runtime import init_ray
     from pipelines.score import ScoreConfig, score
 
-    weights = None
+    weights, fusion = None, None
     if args.weights_config:
         import yaml
 
         with open(args.weights_config) as handle:
-            weights = (yaml.safe_load(handle) or {}).get("weights")
+            document = yaml.safe_load(handle) or {}
+        weights, fusion = document.get("weights"), document.get("config")
         if not isinstance(weights, dict):
             fail(f"{args.weights_config} has no 'weights' mapping")
+        if fusion is not None and not isinstance(fusion, dict):
+            fail(f"{args.weights_config}: 'config' must be a mapping of method-config fields")
     try:
         loaded = load_checkpoint(args.checkpoint)
     except (CheckpointError, FileNotFoundError) as exc:
@@ -59,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         calibration=args.calibration,
         weights=weights,
+        fusion_config=fusion,
     )
     try:
         summary = score(args.checkpoint, args.data, args.out, cfg)

@@ -61,6 +61,8 @@ class ScoreConfig:
         calibration: ``"per-video"`` (the papers' protocol, for benchmarks) or ``"global"`` (statistics of
             held-out normal videos stored in the checkpoint, so a quiet video stays quiet).
         weights: Optional fusion weights overriding the method config (score-weight sweeps).
+        fusion_config: Optional method-config fields overriding the checkpoint's for fusion only, e.g. LUSS-AE's
+            ``error`` from a score sweep's ``best_weights.yaml``; the network's raw scores are unaffected.
         video_ids: Optional subset of videos to score.
     """
 
@@ -72,6 +74,7 @@ class ScoreConfig:
     cpus_per_actor: float = 1.0
     calibration: str = "per-video"
     weights: Mapping[str, float] | None = None
+    fusion_config: Mapping[str, Any] | None = None
     video_ids: tuple[str, ...] | None = None
 
 
@@ -92,8 +95,28 @@ def region_file_uri(out: str, dataset: str, video_id: str) -> str:
     return storage.safe_join(out, "regions", dataset, f"{video_id}.parquet")
 
 
+def fusion_config(config: Any, overrides: Mapping[str, Any] | None) -> Any:
+    """The method config used for fusion: the checkpoint's, with ``overrides`` applied and validated.
+
+    Example:
+        >>> from vad_models.luss_ae.config import LussAeConfig
+        >>> fusion_config(LussAeConfig(), {"error": "mse"}).error
+        'mse'
+    """
+    if not overrides:
+        return config
+    from dataclasses import fields, replace
+
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"fusion config fields {unknown} are not fields of {type(config).__name__}")
+    return replace(config, **dict(overrides))
+
+
 def _regions_table(
     loaded: LoadedCheckpoint,
+    cfg: Any,
     rows: Mapping[str, np.ndarray],
     video_id: str,
     weights: Mapping[str, float] | None,
@@ -101,7 +124,7 @@ def _regions_table(
 ) -> pa.Table | None:
     order = np.argsort(np.asarray(rows["frame_idx"]), kind="stable")
     ordered = {k: np.asarray(v)[order] for k, v in rows.items() if k not in ("video_id", "scored_on")}
-    regions = loaded.method.regions(ordered, loaded.config, weights=weights, calibration=calibration)
+    regions = loaded.method.regions(ordered, cfg, weights=weights, calibration=calibration)
     if regions is None:
         return None
     count = len(regions["frame_idx"])
@@ -175,6 +198,7 @@ def _fuse_and_write(
     calibration_mode: str,
     weights: Mapping[str, float] | None,
     video_id: str | None = None,
+    fusion: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Ray Data ``map_groups`` UDF: all window scores of one video -> one score file.
 
@@ -187,7 +211,8 @@ def _fuse_and_write(
     status, error, uri = "ok", "", ""
     try:
         calibration = loaded.calibration if calibration_mode == "global" else None
-        columns = fuse_video(loaded.method, loaded.config, rows, num_frames, weights=weights, calibration=calibration)
+        cfg = fusion_config(loaded.config, fusion)
+        columns = fuse_video(loaded.method, cfg, rows, num_frames, weights=weights, calibration=calibration)
         table = pa.table({"video_id": pa.array([video_id] * num_frames, pa.string()), **columns})
         table = table.replace_schema_metadata(
             {
@@ -197,9 +222,10 @@ def _fuse_and_write(
                 "calibration": calibration_mode,
                 "fps": str(fps),
                 "weights": repr(dict(weights) if weights else None),
+                "fusion_config": repr(dict(fusion) if fusion else None),
             }
         )
-        regions = _regions_table(loaded, rows, video_id, weights, calibration)
+        regions = _regions_table(loaded, cfg, rows, video_id, weights, calibration)
         if regions is not None:  # before the score file: a video counts as scored once its score file exists
             storage.write_parquet_atomic(region_file_uri(out, dataset, video_id), regions)
         uri = score_file_uri(out, dataset, video_id)
@@ -283,6 +309,8 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     spec = loaded.method.input_spec(loaded.config)
     if meta.get("store") != spec.store:
         raise ValueError(f"{loaded.method.name} scores {spec.store!r} stores, but {data} is {meta.get('store')!r}")
+    fusion = dict(cfg.fusion_config) if cfg.fusion_config else None
+    fusion_config(loaded.config, fusion)  # a bad override fails here, not in every worker
     manifest = [
         r for r in read_manifest(data).to_pylist() if cfg.split is None or r["split"] == cfg.split
     ]
@@ -324,6 +352,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
                 "videos": todo,
                 "calibration_mode": cfg.calibration,
                 "weights": dict(cfg.weights) if cfg.weights else None,
+                "fusion": fusion,
             },
             batch_format="numpy",
         )
@@ -336,7 +365,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         empty = {c: np.zeros(0, dtype=np.int64 if c == "frame_idx" else np.float64) for c in columns}
         for video_id in missing:
             row = _fuse_and_write(empty, checkpoint, out, {video_id: todo[video_id]}, cfg.calibration,
-                                  cfg.weights, video_id=video_id)
+                                  cfg.weights, video_id=video_id, fusion=fusion)
             if row["status"][0] == "ok":
                 results.append({k: v[0] for k, v in row.items()})
         missing = sorted(set(todo) - {str(r["video_id"]) for r in results if r["status"] == "ok"})
@@ -349,6 +378,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         "alignment": spec.alignment,
         "calibration": cfg.calibration,
         "weights": dict(cfg.weights) if cfg.weights else None,
+        "fusion_config": fusion,
         "data": data,
         "split": cfg.split,
         "videos_total": len(videos),
@@ -363,7 +393,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     }
     reference = None
     if cfg.calibration == "global":
-        reference = write_reference_scores(loaded, out, dict(cfg.weights) if cfg.weights else None)
+        reference = write_reference_scores(loaded, out, dict(cfg.weights) if cfg.weights else None, fusion)
         summary["reference_scores"] = reference
     summary["events"] = _write_events(out, data, default_fps=_median_fps(videos), reference=reference)
     storage.write_text_atomic(storage.join(out, "summary.json"), storage.redact(_dumps(summary)))
@@ -435,7 +465,12 @@ def scoring_event_config(default_fps: float | None = 25.0, reference: str | None
     return EventConfig(quantile=0.95, min_duration_s=0.2, default_fps=default_fps)
 
 
-def write_reference_scores(loaded: LoadedCheckpoint, out: str, weights: Mapping[str, float] | None) -> str | None:
+def write_reference_scores(
+    loaded: LoadedCheckpoint,
+    out: str,
+    weights: Mapping[str, float] | None,
+    fusion: Mapping[str, Any] | None = None,
+) -> str | None:
     """Fuse the checkpoint's held-out normal videos like new footage into ``OUT/reference/scores/``.
 
     Same checkpoint, weights and calibration as the run, so their fused scores are exactly the score a normal
@@ -452,7 +487,8 @@ def write_reference_scores(loaded: LoadedCheckpoint, out: str, weights: Mapping[
         rows = {c: v[mask] for c, v in data.items() if c not in ("video_id", "fps")}
         num_frames = int(rows["frame_idx"].max()) + 1
         columns = fuse_video(
-            loaded.method, loaded.config, rows, num_frames, weights=weights, calibration=loaded.calibration
+            loaded.method, fusion_config(loaded.config, fusion), rows, num_frames, weights=weights,
+            calibration=loaded.calibration,
         )
         fused = pa.table({"video_id": pa.array([str(video_id)] * num_frames, pa.string()), **columns})
         fps = float(data["fps"][mask][0]) if "fps" in data else 0.0

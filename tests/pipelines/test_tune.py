@@ -13,13 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from ray import tune
 from sklearn.metrics import roc_auc_score
 
 from pipelines import storage
 from pipelines.config import ConfigError, load_config
 from pipelines.evaluate import frame_metrics, load_labels, padded_video_auroc
-from pipelines.score import ScoreConfig, fuse_video, score
+from pipelines.score import ScoreConfig, fuse_video, fusion_config, score
 from pipelines.train import TrainRunConfig
 from pipelines.tune import (
     ScoreGrid,
@@ -215,8 +216,6 @@ def test_alpha_sweep_writes_table_best_configs_and_heatmaps(alpha_sweep: tuple[s
     assert (cfg.alpha_vcr, cfg.alpha_ffp, cfg.alpha_prp, cfg.error) == (
         best["alpha_vcr"], best["alpha_ffp"], best["alpha_prp"], best["error"],
     )  # fmt: skip
-    import yaml
-
     weights_file = yaml.safe_load((Path(out) / "best_weights.yaml").read_text())
     assert weights_file["weights"] == {"vcr": best["alpha_vcr"], "ffp": best["alpha_ffp"], "prp": best["alpha_prp"]}
     assert weights_file["config"]["error"] == best["error"]
@@ -231,7 +230,10 @@ def test_best_weights_round_trip_through_jobs_score(
 ) -> None:
     out, summary = alpha_sweep
     best = summary["best"]
-    run = load_scoring_run(scoring_run)  # jobs/score.py fuses with the checkpoint's error measure
+    run = load_scoring_run(scoring_run)
+    # jobs/score.py applies the best point's fusion-only config fields (e.g. the error measure) as well.
+    document = yaml.safe_load((Path(out) / "best_weights.yaml").read_text())
+    config = fusion_config(run.config, document.get("config"))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     rescored = tmp_path / "rescored"
     cmd = [
@@ -244,7 +246,7 @@ def test_best_weights_round_trip_through_jobs_score(
     for video_id in run.rows:
         table = pq.read_table(_score_file(str(rescored), video_id))
         assert table.schema.metadata[b"weights"].decode() == repr(weights)
-        expected = fused_scores(run, run.config, list(weights), np.array([list(weights.values())]), video_id, True)
+        expected = fused_scores(run, config, list(weights), np.array([list(weights.values())]), video_id, True)
         np.testing.assert_allclose(table.column("score").to_numpy(), expected[:, 0], rtol=1e-12, atol=1e-12)
 
 
