@@ -458,11 +458,8 @@ def scoring_event_config(default_fps: float | None = 25.0, reference: str | None
     from pipelines.events import EventConfig
 
     if reference is not None:
-        return EventConfig(
-            alarms_per_hour=NORMAL_ALARMS_PER_HOUR, reference_scores=reference, min_duration_s=0.2,
-            default_fps=default_fps,
-        )
-    return EventConfig(quantile=0.95, min_duration_s=0.2, default_fps=default_fps)
+        return EventConfig(alarms_per_hour=NORMAL_ALARMS_PER_HOUR, reference_scores=reference, default_fps=default_fps)
+    return EventConfig(default_fps=default_fps)  # the defaults: top 5% of the run's frames, >= 0.2 s
 
 
 def write_reference_scores(
