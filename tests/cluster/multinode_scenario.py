@@ -17,6 +17,18 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 
+def _scoring_actor_nodes() -> list[str]:
+    """Node of every scoring actor the run started (Ray's state API keeps finished actors for a while).
+
+    An actor that got no batch (tiny data: the first one can finish everything) was still placed, and the
+    placement is what the multi-node claim is about.
+    """
+    from ray.util.state import list_actors
+
+    actors = list_actors(detail=True, limit=10_000, raise_on_missing_output=False)
+    return sorted(a.node_id for a in actors if "TaskScorer" in (a.class_name or ""))
+
+
 def main(store: str, out: str) -> None:
     from pipelines.config import load_config
     from pipelines.score import ScoreConfig, score
@@ -40,6 +52,7 @@ def main(store: str, out: str) -> None:
             "workers": [w.node_id for w in workers],
             "train_nodes": result.metrics["worker_nodes"],
             "scoring_nodes": summary["scoring_nodes"],
+            "scoring_actor_nodes": _scoring_actor_nodes(),
             "videos_scored": summary["videos_scored"],
         }))
     finally:

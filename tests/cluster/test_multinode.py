@@ -22,7 +22,9 @@ def test_training_spreads_over_nodes_and_scoring_runs_on_worker_nodes(luss_store
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result["train_nodes"]) == 2
     assert len(set(result["train_nodes"])) == 2, "SPREAD placement should put the two workers on two nodes"
-    # Two 2-CPU actors can only be placed one per worker node; on tiny data one actor may finish every batch
-    # before the other is ready, so the test checks that scoring ran on the cluster's worker nodes.
+    # Two 2-CPU actors can only be placed one per worker node: the pool's actors span both worker nodes. (On tiny
+    # data one actor may score every batch before the other is ready, so the rows may name only one of them.)
+    assert len(result["scoring_actor_nodes"]) == 2, result
+    assert set(result["scoring_actor_nodes"]) == set(result["workers"]), result
     assert result["scoring_nodes"] and set(result["scoring_nodes"]) <= set(result["workers"])
     assert result["videos_scored"] == 3
