@@ -70,6 +70,7 @@ __all__ = [
     "measurement",
     "mode_of",
     "new_result",
+    "parse_benchmark_args",
     "peak_rss_mb",
     "pin_cores",
     "rate",
@@ -462,6 +463,22 @@ def base_parser(description: str, *, benchmark: bool = True) -> argparse.Argumen
     parser.add_argument("--cpus", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--with-ray", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def parse_benchmark_args(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    jobs: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]],
+) -> tuple[argparse.Namespace, str]:
+    """Parse a benchmark's flags; a worker subprocess (``--worker JOB``) runs its job and exits here.
+
+    Returns:
+        ``(args, mode)`` for the benchmark's own run.
+    """
+    args = parser.parse_args(argv)
+    if args.worker:
+        raise SystemExit(worker_main(args, jobs))
+    return args, mode_of(args)
 
 
 def mode_of(args: argparse.Namespace) -> str:

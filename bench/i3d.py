@@ -162,10 +162,7 @@ def snippet_gflops(plan: Plan) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the I3D benchmark and write ``<results-dir>/i3d.json``; returns the result record."""
     parser = common.base_parser(__doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    if args.worker:
-        raise SystemExit(common.worker_main(args, JOBS))
-    mode = common.mode_of(args)
+    args, mode = common.parse_benchmark_args(parser, argv, JOBS)
     plan = PLANS[mode]
     cache = Path(args.cache_dir)
     video = common.write_video(

@@ -349,10 +349,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the ingest benchmark and write ``<results-dir>/ingest.json``; returns the result record."""
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--size", default=None, help="output frame size HxW (default: 256x256; smoke 32x32)")
-    args = parser.parse_args(argv)
-    if args.worker:
-        raise SystemExit(common.worker_main(args, JOBS))
-    mode = common.mode_of(args)
+    args, mode = common.parse_benchmark_args(parser, argv, JOBS)
     plan = PLANS[mode]
     size = _parse_size(args.size) if args.size else plan.size
     cache = Path(args.cache_dir)

@@ -195,10 +195,7 @@ def _inputs(cache: Path, plan: Plan, mode: str) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the scoring benchmark and write ``<results-dir>/score.json``; returns the result record."""
     parser = common.base_parser(__doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    if args.worker:
-        raise SystemExit(common.worker_main(args, JOBS))
-    mode = common.mode_of(args)
+    args, mode = common.parse_benchmark_args(parser, argv, JOBS)
     plan = PLANS[mode]
     cache = Path(args.cache_dir)
     from pipelines.config import config_to_dict

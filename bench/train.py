@@ -240,10 +240,7 @@ def _store_path(cache: Path, corpus: Path, plan: Plan, mode: str) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the training benchmark and write ``<results-dir>/train.json``; returns the result record."""
     parser = common.base_parser(__doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    if args.worker:
-        raise SystemExit(common.worker_main(args, JOBS))
-    mode = common.mode_of(args)
+    args, mode = common.parse_benchmark_args(parser, argv, JOBS)
     plan = PLANS[mode]
     cache = Path(args.cache_dir)
     corpus = Path(args.corpus) if args.corpus else common.ensure_corpus(plan.preset, cache)

@@ -37,7 +37,7 @@ import yaml
 
 from pipelines import storage
 
-__all__ = ["ConfigError", "config_from_dict", "config_to_dict", "load_config", "parse_overrides"]
+__all__ = ["ConfigError", "config_from_dict", "config_to_dict", "load_config", "method_config_with", "parse_overrides"]
 
 T = TypeVar("T")
 
@@ -399,3 +399,40 @@ def _plain(value: Any, key: str) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"Config value {key!r} of type {type(value).__name__} cannot be written as JSON")
+
+
+def method_config_with(cls: type, base: Any, overrides: Mapping[str, Any]) -> Any:
+    """``base`` (a config instance) with ``overrides`` applied; ``a.b`` keys reach nested dataclass fields.
+
+    Raises:
+        ConfigError: naming the key when a field is unknown or a value is rejected by the config.
+
+    A value that is a mapping sets each of its fields (linked fields, e.g. switching a task off in training and
+    in fusion together); its key only names the group.
+
+    Example:
+        >>> from vad_models.luss_ae.config import LussAeConfig
+        >>> cfg = method_config_with(LussAeConfig, LussAeConfig(), {"prp": {"lambda_prp": 0.0, "alpha_prp": 0.0}})
+        >>> cfg.lambda_prp, cfg.alpha_prp
+        (0.0, 0.0)
+    """
+    data = config_to_dict(base)
+    for key, value in _expand(overrides).items():
+        target = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"{key!r}: {part!r} is not a nested config of {cls.__name__}")
+            target = target[part]
+        if leaf not in target:
+            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}; valid keys: {sorted(data)}")
+        target[leaf] = value
+    return config_from_dict(cls, data)
+
+
+def _expand(point: Mapping[str, Any]) -> dict[str, Any]:
+    """Grid values that are mappings set several linked fields at once; their grid key is only a label."""
+    fields: dict[str, Any] = {}
+    for key, value in point.items():
+        fields.update({str(k): v for k, v in value.items()} if isinstance(value, Mapping) else {key: value})
+    return fields

@@ -37,7 +37,7 @@ import torch
 
 from pipelines import storage
 from pipelines.checkpoint import LoadedCheckpoint, load_checkpoint
-from pipelines.config import config_to_dict
+from pipelines.config import config_to_dict, method_config_with
 from pipelines.evaluate import align_to_frames
 from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method
@@ -103,33 +103,20 @@ def fusion_config(config: Any, overrides: Mapping[str, Any] | None) -> Any:
         >>> fusion_config(LussAeConfig(), {"error": "mse"}).error
         'mse'
     """
-    if not overrides:
-        return config
-    from dataclasses import fields, replace
-
-    known = {f.name for f in fields(config)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"fusion config fields {unknown} are not fields of {type(config).__name__}")
-    return replace(config, **dict(overrides))
+    return method_config_with(type(config), config, overrides) if overrides else config
 
 
-def _regions_table(
-    loaded: LoadedCheckpoint,
-    cfg: Any,
-    rows: Mapping[str, np.ndarray],
-    video_id: str,
-    weights: Mapping[str, float] | None,
-    calibration: Mapping[str, tuple[float, float]] | None,
-) -> pa.Table | None:
+def _ordered_rows(rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One video's raw score rows by ``frame_idx`` (stable), without the per-row bookkeeping columns."""
     order = np.argsort(np.asarray(rows["frame_idx"]), kind="stable")
-    ordered = {k: np.asarray(v)[order] for k, v in rows.items() if k not in ("video_id", "scored_on")}
-    regions = loaded.method.regions(ordered, cfg, weights=weights, calibration=calibration)
-    if regions is None:
-        return None
-    count = len(regions["frame_idx"])
-    table = pa.table({"video_id": pa.array([video_id] * count, pa.string()), **regions})
-    return table.replace_schema_metadata({"method": loaded.method.name, "checkpoint_id": loaded.checkpoint_id})
+    return {k: np.asarray(v)[order] for k, v in rows.items() if k not in ("video_id", "scored_on")}
+
+
+def _video_table(video_id: str, columns: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> pa.Table:
+    """Columns of one video plus a ``video_id`` column, with ``meta`` as Parquet schema metadata."""
+    count = len(next(iter(columns.values())))
+    table = pa.table({"video_id": pa.array([video_id] * count, pa.string()), **columns})
+    return table.replace_schema_metadata(dict(meta))
 
 
 class TaskScorer:
@@ -173,8 +160,7 @@ def fuse_video(
     Returns:
         ``frame_idx`` (0..num_frames-1), ``score`` and every raw task column, each of length ``num_frames``.
     """
-    order = np.argsort(scores["frame_idx"], kind="stable")
-    ordered = {k: np.asarray(v)[order] for k, v in scores.items() if k not in ("video_id", "scored_on")}
+    ordered = _ordered_rows(scores)
     frame_idx, fused = method.fuse(ordered, cfg, weights=weights, calibration=calibration, num_frames=num_frames)
     out = {
         "frame_idx": np.arange(num_frames, dtype=np.int64),
@@ -212,22 +198,21 @@ def _fuse_and_write(
     try:
         calibration = loaded.calibration if calibration_mode == "global" else None
         cfg = fusion_config(loaded.config, fusion)
-        columns = fuse_video(loaded.method, cfg, rows, num_frames, weights=weights, calibration=calibration)
-        table = pa.table({"video_id": pa.array([video_id] * num_frames, pa.string()), **columns})
-        table = table.replace_schema_metadata(
-            {
-                "method": loaded.method.name,
-                "checkpoint_id": loaded.checkpoint_id,
-                "alignment": loaded.method.input_spec(loaded.config).alignment,
-                "calibration": calibration_mode,
-                "fps": str(fps),
-                "weights": repr(dict(weights) if weights else None),
-                "fusion_config": repr(dict(fusion) if fusion else None),
-            }
-        )
-        regions = _regions_table(loaded, cfg, rows, video_id, weights, calibration)
+        ordered = _ordered_rows(rows)
+        columns = fuse_video(loaded.method, cfg, ordered, num_frames, weights=weights, calibration=calibration)
+        table = _video_table(video_id, columns, {
+            "method": loaded.method.name,
+            "checkpoint_id": loaded.checkpoint_id,
+            "alignment": loaded.method.input_spec(loaded.config).alignment,
+            "calibration": calibration_mode,
+            "fps": str(fps),
+            "weights": repr(dict(weights) if weights else None),
+            "fusion_config": repr(dict(fusion) if fusion else None),
+        })  # fmt: skip
+        regions = loaded.method.regions(ordered, cfg, weights=weights, calibration=calibration)
         if regions is not None:  # before the score file: a video counts as scored once its score file exists
-            storage.write_parquet_atomic(region_file_uri(out, dataset, video_id), regions)
+            meta = {"method": loaded.method.name, "checkpoint_id": loaded.checkpoint_id}
+            storage.write_parquet_atomic(region_file_uri(out, dataset, video_id), _video_table(video_id, regions, meta))
         uri = score_file_uri(out, dataset, video_id)
         storage.write_parquet_atomic(uri, table)
         peak = float(np.max(columns["score"])) if num_frames else float("nan")
@@ -309,6 +294,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     spec = loaded.method.input_spec(loaded.config)
     if meta.get("store") != spec.store:
         raise ValueError(f"{loaded.method.name} scores {spec.store!r} stores, but {data} is {meta.get('store')!r}")
+    weights = dict(cfg.weights) if cfg.weights else None
     fusion = dict(cfg.fusion_config) if cfg.fusion_config else None
     fusion_config(loaded.config, fusion)  # a bad override fails here, not in every worker
     manifest = [
@@ -351,7 +337,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
                 "out": out,
                 "videos": todo,
                 "calibration_mode": cfg.calibration,
-                "weights": dict(cfg.weights) if cfg.weights else None,
+                "weights": weights,
                 "fusion": fusion,
             },
             batch_format="numpy",
@@ -365,7 +351,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         empty = {c: np.zeros(0, dtype=np.int64 if c == "frame_idx" else np.float64) for c in columns}
         for video_id in missing:
             row = _fuse_and_write(empty, checkpoint, out, {video_id: todo[video_id]}, cfg.calibration,
-                                  cfg.weights, video_id=video_id, fusion=fusion)
+                                  weights, video_id=video_id, fusion=fusion)
             if row["status"][0] == "ok":
                 results.append({k: v[0] for k, v in row.items()})
         missing = sorted(set(todo) - {str(r["video_id"]) for r in results if r["status"] == "ok"})
@@ -377,7 +363,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         "config": config_to_dict(loaded.config),
         "alignment": spec.alignment,
         "calibration": cfg.calibration,
-        "weights": dict(cfg.weights) if cfg.weights else None,
+        "weights": weights,
         "fusion_config": fusion,
         "data": data,
         "split": cfg.split,
@@ -393,7 +379,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     }
     reference = None
     if cfg.calibration == "global":
-        reference = write_reference_scores(loaded, out, dict(cfg.weights) if cfg.weights else None, fusion)
+        reference = write_reference_scores(loaded, out, weights, fusion)
         summary["reference_scores"] = reference
     summary["events"] = _write_events(out, data, default_fps=_median_fps(videos), reference=reference)
     storage.write_text_atomic(storage.join(out, "summary.json"), storage.redact(_dumps(summary)))
@@ -478,22 +464,17 @@ def write_reference_scores(
     if table is None or table.num_rows == 0:
         return None
     reference = storage.join(out, "reference")
+    cfg = fusion_config(loaded.config, fusion)
     data = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     for video_id in np.unique(data["video_id"]):
         mask = data["video_id"] == video_id
         rows = {c: v[mask] for c, v in data.items() if c not in ("video_id", "fps")}
         num_frames = int(rows["frame_idx"].max()) + 1
-        columns = fuse_video(
-            loaded.method, fusion_config(loaded.config, fusion), rows, num_frames, weights=weights,
-            calibration=loaded.calibration,
-        )
-        fused = pa.table({"video_id": pa.array([str(video_id)] * num_frames, pa.string()), **columns})
-        fps = float(data["fps"][mask][0]) if "fps" in data else 0.0
+        columns = fuse_video(loaded.method, cfg, rows, num_frames, weights=weights, calibration=loaded.calibration)
         meta = {"method": loaded.method.name, "checkpoint_id": loaded.checkpoint_id, "calibration": "global",
-                "fps": str(fps), "role": "held-out normal video of the checkpoint's calibration"}
-        storage.write_parquet_atomic(
-            score_file_uri(reference, "calibration", str(video_id)), fused.replace_schema_metadata(meta)
-        )
+                "fps": str(float(data["fps"][mask][0])), "role": "held-out normal video of the calibration"}
+        uri = score_file_uri(reference, "calibration", str(video_id))
+        storage.write_parquet_atomic(uri, _video_table(str(video_id), columns, meta))
     return reference
 
 

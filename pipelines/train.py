@@ -360,10 +360,11 @@ def _fit_calibration(
         return None, None
     videos = {vid: {c: np.concatenate(v) for c, v in cols.items()} for vid, cols in per_video.items()}
     calibration = method.fit_calibration([{c: v[c] for c in columns[1:]} for v in videos.values()])
+    counts = [len(v["frame_idx"]) for v in videos.values()]
     table = pa.table(
         {
-            "video_id": pa.array([vid for vid, v in videos.items() for _ in v["frame_idx"]], pa.string()),
-            "fps": pa.array([fps.get(vid, 0.0) for vid, v in videos.items() for _ in v["frame_idx"]], pa.float64()),
+            "video_id": pa.array(np.repeat(list(videos), counts), pa.string()),
+            "fps": pa.array(np.repeat([fps.get(vid, 0.0) for vid in videos], counts), pa.float64()),
             **{c: np.concatenate([v[c] for v in videos.values()]) for c in columns},
         }
     )
@@ -493,7 +494,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
             )
             if final:
                 next_state["finished"] = True
-            _report(method, cfg, model, optimizer, next_state, metrics, (calibration, normal_scores), out, run, rank)
+            _report(method, cfg, model, optimizer, next_state, metrics, out, run, rank,
+                    calibration=calibration, calibration_scores=normal_scores)
             if rank == 0:
                 summary = ", ".join(f"{k} {v:.5f}" for k, v in metrics.items() if k.startswith(("train_", "val_")))
                 print(
@@ -510,14 +512,16 @@ def _report(
     optimizer: torch.optim.Optimizer,
     train_state: dict[str, Any],
     metrics: dict[str, Any],
-    calibration: tuple[dict[str, tuple[float, float]] | None, pa.Table | None],
     out: str,
     run: TrainRunConfig,
     rank: int,
+    *,
+    calibration: dict[str, tuple[float, float]] | None,
+    calibration_scores: pa.Table | None,
 ) -> None:
     """Rank 0 writes the checkpoint (Ray's copy and the stable one under ``OUT``); everyone reports.
 
-    ``calibration`` is ``(statistics, raw scores of the calibration videos)``, both ``None`` before the end.
+    ``calibration`` and ``calibration_scores`` (see :func:`_fit_calibration`) are ``None`` before the last epoch.
     """
     if rank != 0:
         ray.train.report(metrics)
@@ -525,7 +529,7 @@ def _report(
     model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     common = dict(
         method_name=method.name, config=cfg, model_state=model_state, optimizer_state=optimizer.state_dict(),
-        train_state=train_state, metrics=metrics, calibration=calibration[0], calibration_scores=calibration[1],
+        train_state=train_state, metrics=metrics, calibration=calibration, calibration_scores=calibration_scores,
     )
     rel = checkpoint_rel_name(int(metrics["phase_index"]), str(metrics["phase"]), int(metrics["epoch"]))
     write_checkpoint(storage.join(out, rel), **common)

@@ -49,7 +49,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from pipelines import storage
-from pipelines.config import ConfigError, config_from_dict, config_to_dict
+from pipelines.config import ConfigError, config_to_dict, method_config_with
 
 __all__ = [
     "OBJECTIVES",
@@ -261,43 +261,6 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
-
-
-def method_config_with(cls: type, base: Any, overrides: Mapping[str, Any]) -> Any:
-    """``base`` (a config instance) with ``overrides`` applied; ``a.b`` keys reach nested dataclass fields.
-
-    Raises:
-        ConfigError: naming the key when a field is unknown or a value is rejected by the config.
-
-    A value that is a mapping sets each of its fields (linked fields, e.g. switching a task off in training and
-    in fusion together); its key only names the group.
-
-    Example:
-        >>> from vad_models.luss_ae.config import LussAeConfig
-        >>> cfg = method_config_with(LussAeConfig, LussAeConfig(), {"prp": {"lambda_prp": 0.0, "alpha_prp": 0.0}})
-        >>> cfg.lambda_prp, cfg.alpha_prp
-        (0.0, 0.0)
-    """
-    data = config_to_dict(base)
-    for key, value in _expand(overrides).items():
-        target = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(target.get(part), dict):
-                raise ConfigError(f"{key!r}: {part!r} is not a nested config of {cls.__name__}")
-            target = target[part]
-        if leaf not in target:
-            raise ConfigError(f"unknown config key {key!r} for {cls.__name__}; valid keys: {sorted(data)}")
-        target[leaf] = value
-    return config_from_dict(cls, data)
-
-
-def _expand(point: Mapping[str, Any]) -> dict[str, Any]:
-    """Grid values that are mappings set several linked fields at once; their grid key is only a label."""
-    fields: dict[str, Any] = {}
-    for key, value in point.items():
-        fields.update({str(k): v for k, v in value.items()} if isinstance(value, Mapping) else {key: value})
-    return fields
 
 
 def value_label(value: Any) -> Any:
