@@ -93,6 +93,11 @@ def test_global_run_sets_its_event_threshold_on_the_held_out_normal_videos(
         ref = pq.read_table(f"{reference}/scores/calibration/{vid}.parquet").column("score").to_numpy()
         np.testing.assert_allclose(scored[-len(ref):], ref, rtol=1e-5, atol=1e-6)
 
+    # The same normal footage under the papers' per-video rescaling: stretched to the same range as any anomaly,
+    # it raises events although nothing in it is anomalous.
+    per_video = score(luss_checkpoint, luss_store, str(tmp_path / "per-video"), ScoreConfig(split="train"))
+    assert per_video["events"]["count"] > 0, per_video["events"]
+
     # The same helper gives the same reference for a second call (deterministic, weights honoured).
     again = write_reference_scores(loaded, str(tmp_path / "again"), {"vcr": 1.0, "ffp": 0.0, "prp": 0.0})
     assert again is not None and storage.list_files(storage.join(again, "scores"), suffixes=(".parquet",))
