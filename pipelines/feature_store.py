@@ -36,6 +36,7 @@ import torch
 
 from pipelines import storage
 from pipelines.clip_store import read_clip_store
+from pipelines.runtime import require_gpus
 from pipelines.stores import (
     DATA_DIR,
     prepare_store,
@@ -200,16 +201,6 @@ def _check_clip_store(data: str, meta: dict[str, Any], cfg: I3DConfig) -> dict[s
     return spec
 
 
-def _require_gpu() -> None:
-    if not ray.is_initialized():
-        ray.init()
-    if ray.cluster_resources().get("GPU", 0) < 1:
-        raise RuntimeError(
-            "--use-gpu was given but the Ray cluster has no GPU; drop --use-gpu to extract on CPUs, "
-            "or connect to a cluster with GPU nodes (RAY_ADDRESS)"
-        )
-
-
 def _package_version() -> str:
     try:
         return importlib_metadata.version("vad-ray")
@@ -282,7 +273,7 @@ def extract_features(data: str, out: str, cfg: I3DConfig, opts: ExtractOptions) 
     clip_meta = read_store_metadata(data)
     spec = _check_clip_store(data, clip_meta, cfg)
     if opts.use_gpu:
-        _require_gpu()
+        require_gpus(1, "extract")
     state, record = build_backbone_state(cfg, opts)  # bad weights fail before anything at `out` is touched
     prepare_store(out, opts.overwrite)
     manifest = read_manifest(data).to_pylist()

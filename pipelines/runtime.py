@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import ray
 
-__all__ = ["init_ray"]
+__all__ = ["init_ray", "require_gpus"]
 
 
 def init_ray(num_cpus: int | None = None, *, quiet: bool = True) -> None:
@@ -39,3 +40,51 @@ def init_ray(num_cpus: int | None = None, *, quiet: bool = True) -> None:
         # Without a terminal Ray Data logs a progress table every few seconds; our own summaries say enough.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def require_gpus(count: int, what: str, *, wait_s: float = 600.0, poll_s: float = 5.0) -> None:
+    """Make sure the Ray cluster has ``count`` GPUs before GPU work starts; a clear error otherwise.
+
+    A cluster joined through ``RAY_ADDRESS`` may add GPU nodes (KubeRay or ``ray up`` GPU groups scale from zero):
+    its autoscaler is asked for them and this waits up to ``wait_s``. An embedded local Ray (started without
+    ``RAY_ADDRESS``, see :func:`init_ray`) never grows, so on a CPU-only machine this fails at once.
+
+    Args:
+        count: GPUs needed (one per worker or actor).
+        what: The work, for the message (``"score"``, ``"train"``, ``"extract"``).
+        wait_s: How long to wait for an autoscaling cluster.
+        poll_s: Seconds between checks while waiting.
+
+    Raises:
+        RuntimeError: naming the GPUs asked for and found.
+
+    Example:
+        >>> require_gpus(1, "score")  # doctest: +SKIP
+        RuntimeError: --use-gpu asks for 1 GPU(s) but the Ray cluster has no GPU; drop --use-gpu to score on CPUs ...
+    """
+    init_ray()
+
+    def available() -> float:
+        return float(ray.cluster_resources().get("GPU", 0))
+
+    if available() >= count:
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        try:
+            from ray.autoscaler.sdk import request_resources
+
+            request_resources(bundles=[{"GPU": 1}] * count)
+        except Exception:  # a fixed cluster without an autoscaler: nothing to wait for
+            wait_s = 0.0
+    else:
+        wait_s = 0.0
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        if available() >= count:
+            return
+    found = available()
+    raise RuntimeError(
+        f"--use-gpu asks for {count} GPU(s) but the Ray cluster has {f'{found:g}' if found else 'no GPU'}; "
+        f"drop --use-gpu to {what} on CPUs, or connect to a cluster with GPU nodes (RAY_ADDRESS)"
+    )

@@ -39,6 +39,7 @@ from pipelines import storage
 from pipelines.checkpoint import LoadedCheckpoint, load_checkpoint
 from pipelines.config import config_to_dict, method_config_with
 from pipelines.evaluate import align_to_frames
+from pipelines.runtime import require_gpus
 from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method
 
@@ -282,7 +283,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
     if cfg.calibration not in CALIBRATION_MODES:
         raise ValueError(f"calibration must be one of {CALIBRATION_MODES}, got {cfg.calibration!r}")
     if cfg.use_gpu:
-        wait_for_gpus(cfg.concurrency)
+        require_gpus(cfg.concurrency, "score")
     loaded = load_checkpoint(checkpoint)
     checkpoint = loaded.uri
     if cfg.calibration == "global" and not loaded.calibration:
@@ -390,31 +391,6 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
         flush=True,
     )
     return summary
-
-
-def wait_for_gpus(count: int, timeout_s: float = 600.0) -> None:
-    """Make sure ``count`` GPUs exist, asking the autoscaler for them first (GPU node groups may scale from zero).
-
-    Raises:
-        RuntimeError: when they do not appear within ``timeout_s`` (or at once on a cluster without autoscaler).
-    """
-    if ray.cluster_resources().get("GPU", 0) >= count:
-        return
-    try:
-        from ray.autoscaler.sdk import request_resources
-
-        request_resources(bundles=[{"GPU": 1}] * count)
-    except Exception:  # no autoscaler (a laptop, a fixed cluster): nothing to wait for
-        timeout_s = 0.0
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        time.sleep(5.0)
-        if ray.cluster_resources().get("GPU", 0) >= count:
-            return
-    raise RuntimeError(
-        f"--use-gpu asks for {count} GPU(s) but the Ray cluster has {ray.cluster_resources().get('GPU', 0):g}; "
-        "drop --use-gpu to score on CPUs, or connect to a cluster with GPU nodes (RAY_ADDRESS)"
-    )
 
 
 def _median_fps(videos: Mapping[str, tuple[str, int, float]]) -> float | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -52,6 +51,7 @@ from pipelines.checkpoint import (
 )
 from pipelines.config import config_from_dict, config_to_dict
 from pipelines.faults import maybe_crash
+from pipelines.runtime import require_gpus
 from pipelines.stores import read_manifest, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method, TrainContext
 from vad_models.registry import get_method
@@ -618,7 +618,7 @@ def train(
     method = get_method(method_name)
     _check_store_matches(method, method_config, data)
     if run.use_gpu:
-        _require_gpus(run.num_workers or 1)
+        require_gpus(run.num_workers or 1, "train")
     manifest = read_manifest(data).to_pylist()
     train_ids = sorted({r["video_id"] for r in manifest if r["split"] == "train"})
     if not train_ids:
@@ -714,14 +714,3 @@ def _check_store_matches(method: Method, cfg: Any, data: str) -> None:
         )
     if width is not None and frame.get("width") not in (None, width):
         raise ValueError(f"store {data} holds frames {frame.get('width')} wide but the config says width={width}")
-
-
-def _require_gpus(count: int) -> None:
-    available = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    if not ray.is_initialized() and torch.cuda.is_available():
-        available = torch.cuda.device_count()
-    if available < count:
-        raise RuntimeError(
-            f"--use-gpu asks for {count} GPU(s) but the Ray cluster has {math.floor(available)}; "
-            "drop --use-gpu to train on CPUs, or connect to a cluster with GPU nodes (RAY_ADDRESS)"
-        )
