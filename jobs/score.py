@@ -3,7 +3,10 @@
 Usage:
     python jobs/score.py --method luss_ae --checkpoint URI --data STORE_URI --out URI [--only-new] [--use-gpu]
         [--batch-size N] [--concurrency N] [--split test|train|all] [--calibration per-video|global]
-        [--weights-config best.yaml] [--evaluate]
+        [--weights-config best.yaml] [--evaluate] [--report [DIR]]
+
+--report writes the offline review report (events, thumbnails with the method's anomaly maps, score curves) to
+DIR, by default OUT/report when OUT is local.
 """
 
 import argparse
@@ -12,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout or a Ray job working dir
 
-from pipelines.cli import fail  # noqa: E402
+from pipelines.cli import add_report_argument, fail, report_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--evaluate", action="store_true", help="also compute AUROC against the store's labels")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded local Ray")
+    add_report_argument(parser)
     args = parser.parse_args(argv)
+    report = report_dir(args.report, args.out)
 
     from pipelines.checkpoint import CheckpointError, load_checkpoint
     from pipelines.runtime import init_ray
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
         metrics = evaluate(args.out, args.data, out_uri=args.out)
         print(f"[score] micro AUROC {metrics['micro_auroc']:.4f}  macro AUROC {metrics['macro_auroc']:.4f}")
+    if report is not None:
+        from pipelines.report import build_report
+
+        print(f"[report] {build_report(args.out, report, data_uri=args.data)}", flush=True)
     return 0 if not summary["videos_failed"] else 1
 
 

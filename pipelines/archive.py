@@ -50,7 +50,7 @@ class ArchiveConfig:
     """Settings of an archive run.
 
     Attributes:
-        since: Only objects modified at or after this ISO timestamp (``None``: all).
+        since: Only objects modified at or after this ISO-8601 time, UTC unless it names a zone (``None``: all).
         calibration: ``"global"`` (default: a quiet video stays quiet) or ``"per-video"``.
         use_gpu: Score with one GPU per actor.
         concurrency: Scoring actors.
@@ -58,6 +58,9 @@ class ArchiveConfig:
         lease_ttl_s: A lease older than this is considered abandoned and taken over.
         lease_settle_s: Pause between writing the lease and reading it back (detects a simultaneous start).
         limit: At most this many new videos per run (``None``: all).
+        report_dir: Local folder for the offline review report of ``OUT`` (``None``: none), written after scoring
+            while this run's temporary clip store still exists, so this run's videos get thumbnails and anomaly
+            maps; videos of earlier runs appear in the tables and curves.
     """
 
     since: str | None = None
@@ -68,6 +71,27 @@ class ArchiveConfig:
     lease_ttl_s: float = 6 * 3600.0
     lease_settle_s: float = 1.0
     limit: int | None = None
+    report_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None:
+            since_timestamp(self.since)  # a bad --since fails before the run takes the lease
+
+
+def since_timestamp(since: str) -> float:
+    """POSIX time of an ISO-8601 ``--since`` value; a time without a zone is UTC (archives span time zones).
+
+    Example:
+        >>> since_timestamp("2026-11-24T00:00:00Z") == since_timestamp("2026-11-24") == 1795478400.0
+        True
+    """
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        raise ValueError(f"--since must be an ISO-8601 time such as 2026-11-24T00:00:00Z, got {since!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def video_id_for(source: str, uri: str) -> str:
@@ -179,7 +203,7 @@ def _fingerprint(meta: storage.FileMeta) -> str:
 
 
 def _list_source(source: str, since: str | None) -> list[storage.FileMeta]:
-    cutoff = datetime.fromisoformat(since).timestamp() if since else None
+    cutoff = since_timestamp(since) if since else None
     found = []
     for uri in storage.list_files(source):
         if not is_video_file(uri):
@@ -299,6 +323,10 @@ def score_archive(source: str, checkpoint: str, out: str, cfg: ArchiveConfig | N
                 report["videos_scored"] += 1
         lease.renew()
         storage.write_json_atomic(state_uri, state)
+        if cfg.report_dir is not None and summary["videos_scored"]:
+            from pipelines.report import build_report
+
+            report["report"] = str(build_report(out, cfg.report_dir, data_uri=tmp_store))
         report["status"] = "ok"
         return _finish(out, report, started)
     finally:

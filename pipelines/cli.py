@@ -18,13 +18,42 @@ from typing import Any
 from pipelines.config import ConfigError, load_config
 from vad_models.registry import get_method
 
-__all__ = ["build_train_parser", "fail", "load_method_config", "run_train_job"]
+__all__ = ["add_report_argument", "build_train_parser", "fail", "load_method_config", "report_dir",
+           "run_train_job"]
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``message`` as an error (no traceback) and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def add_report_argument(parser: argparse.ArgumentParser) -> None:
+    """``--report [DIR]`` of the scoring jobs: write the offline review report when the run ends."""
+    parser.add_argument(
+        "--report", nargs="?", const="", default=None, metavar="DIR",
+        help="also write the offline HTML review report to the local folder DIR (default: OUT/report for a local OUT)",
+    )
+
+
+def report_dir(given: str | None, out: str) -> str | None:
+    """The local report folder for ``--report``: ``given``, else ``OUT/report`` when OUT is local; ``None`` if off.
+
+    Checked before the run starts, so a remote ``--out`` without a folder fails in seconds, not after scoring.
+
+    Example:
+        >>> report_dir("", "outputs/scores"), report_dir(None, "outputs/scores")
+        ('outputs/scores/report', None)
+    """
+    if given is None:
+        return None
+    if given:
+        if "://" in given and not given.startswith("file://"):
+            fail(f"--report needs a local folder (the report is opened from disk), got {given}")
+        return given.removeprefix("file://")
+    if "://" in out and not out.startswith("file://"):
+        fail(f"--out {out} is not local: give the report a local folder, e.g. --report ./report")
+    return f"{out.removeprefix('file://').rstrip('/')}/report"
 
 
 def load_method_config(method_name: str, config_path: str | None, overrides: Sequence[str]) -> Any:

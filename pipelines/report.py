@@ -37,6 +37,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipelines import storage
+from pipelines.anomaly_maps import anomaly_maps_for
 from pipelines.evaluate import AUROC_DEFINITIONS, align_to_frames, frame_metrics, load_labels
 from pipelines.events import EventConfig, ScoredVideo, event_metrics, events_for, read_scored_videos
 from pipelines.plots import anomalous_runs
@@ -91,7 +92,7 @@ def build_report(
     data_uri: str | None = None,
     top: int = 20,
     *,
-    anomaly_maps: AnomalyMaps | None = None,
+    anomaly_maps: AnomalyMaps | str | None = "auto",
     events_cfg: EventConfig | None = None,
     max_curves: int = 50,
     strip_frames: int = 5,
@@ -104,8 +105,10 @@ def build_report(
         data_uri: Store with ``manifest.parquet`` (source videos) and optionally labels; default: the store
             recorded in ``summary.json``.
         top: Events (by peak score) that get a card with a thumbnail strip.
-        anomaly_maps: Optional heat maps ``[h, w]`` by ``(video_id, frame_idx)`` (a mapping or a callable),
-            blended as translucent red over those thumbnails; key a per-event map by its ``peak_frame``.
+        anomaly_maps: Heat maps ``[h, w]`` by ``(video_id, frame_idx)`` (a mapping, or a callable with an
+            optional ``prefetch(video_id, frames)``), blended as translucent red over the thumbnails; ``"auto"``
+            (default) takes the run's own (:func:`pipelines.anomaly_maps.anomaly_maps_for`: stored regions, or
+            the checkpoint's method maps), ``None`` shows plain frames.
         events_cfg: Recompute events with these settings instead of reading ``events.parquet``.
         max_curves: Most score-curve figures (videos with top events first, then by peak score).
         strip_frames: Thumbnails per event.
@@ -125,7 +128,13 @@ def build_report(
     summary = _read_summary(scores_uri, notes)
     videos = read_scored_videos(scores_uri, (events_cfg or EventConfig()).default_fps)
     events = _load_events(scores_uri, videos, events_cfg)
-    manifest, labels = _store_tables(data_uri or summary.get("data"), notes)
+    data_uri = data_uri or summary.get("data")
+    manifest, labels = _store_tables(data_uri, notes)
+    if isinstance(anomaly_maps, str):
+        if anomaly_maps != "auto":
+            raise ValueError(f"anomaly_maps must be a mapping, a callable, None or 'auto', got {anomaly_maps!r}")
+        anomaly_maps, source = anomaly_maps_for(scores_uri, data_uri)
+        notes.append(f"Anomaly maps: {source}.")
     metrics = _metric_rows(videos, events, labels, notes)
     views = _strips(_event_views(events, videos, top), manifest, out, anomaly_maps, strip_frames)
     curves = _curves(videos, views, events, labels, out, max_curves, notes)
@@ -261,11 +270,14 @@ def _strips(
             continue
         total = int(row.get("num_frames") or 0) or max(v.end_frame for v in group) + 1
         wanted = {v.rank: strip_indices(v.start_frame, v.end_frame, v.peak_frame, total, count) for v in group}
+        needed = sorted({i for idx in wanted.values() for i in idx})
         try:
-            frames = read_frames(str(row["uri"]), sorted({i for idx in wanted.values() for i in idx}))
+            frames = read_frames(str(row["uri"]), needed)
         except (OSError, RuntimeError) as exc:  # DecodeError and StorageError are RuntimeErrors
             done.update((v.rank, replace(v, note=f"no thumbnails: {exc}")) for v in group)
             continue
+        if hasattr(maps, "prefetch"):  # e.g. model maps: one decode and one model call per video
+            maps.prefetch(video_id, needed)
         for v in group:
             present = [i for i in wanted[v.rank] if i in frames]
             if not present:

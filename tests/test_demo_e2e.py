@@ -31,6 +31,8 @@ def test_demo_reaches_micro_auroc_and_reports_the_anomalies(ray_local: None, tmp
     assert metrics["micro_auroc"] >= 0.80
     report = Path(result["report"])
     assert report.name == "index.html" and report.exists()
+    page = report.read_text(encoding="utf-8")
+    assert "luss_ae model maps" in page and "red overlay: anomaly map" in page  # LUSS-AE residual on the thumbnails
     events = pq.read_table(Path(result["scores"]) / "events.parquet").to_pylist()
     assert events, "the scoring run should have found anomalous events"
     labels = read_labels(str(tmp_path / "demo" / "store"))

@@ -284,6 +284,24 @@ class Method(ABC):
         """
         return None
 
+    def anomaly_maps(self, model: nn.Module, rows: dict[str, np.ndarray], cfg: Any) -> dict[str, np.ndarray] | None:
+        """Per-pixel anomaly maps of the windows in a numpy batch of store rows; ``None`` (the default) if none.
+
+        Review reports overlay them on the thumbnails of the top events (:mod:`pipelines.anomaly_maps`). Windows
+        follow :meth:`task_scores`: a window's map belongs to the frame it scores. Object-level methods need not
+        implement this: their stored regions already say where (see :meth:`regions`).
+
+        Args:
+            model: The trained network (switched to eval mode by the implementation).
+            rows: Store rows in the method's store-row format (e.g. one clip-store segment per window).
+            cfg: The method config.
+
+        Returns:
+            ``video_id`` (str), ``frame_idx`` (int64) and ``map`` (float32 ``[N, h, w]`` in pixels of the store's
+            frames, higher = more anomalous), or ``None`` when the method has no pixel-level map.
+        """
+        return None
+
     def fit_calibration(self, normal_scores: Iterable[Mapping[str, np.ndarray]]) -> dict[str, tuple[float, float]]:
         """Fit per-task (median, inter-quartile range) on the raw scores of held-out normal videos.
 

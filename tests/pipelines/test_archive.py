@@ -121,3 +121,29 @@ def test_a_dead_local_holder_is_taken_over(tmp_path: Path) -> None:
     record["pid"] = 2**22 + 12345  # no such process
     (tmp_path / "_state" / "lease.json").write_text(json.dumps(record))
     assert Lease(str(tmp_path), "next-run", ttl_s=3600, settle_s=0).acquire()
+
+
+def test_since_scores_only_recent_uploads_and_writes_the_review_report(
+    tiny_corpus: Path, luss_checkpoint: str, tmp_path: Path, ray_local: None
+) -> None:
+    source, out, report = tmp_path / "archive", tmp_path / "scores", tmp_path / "report"
+    source.mkdir()
+    old, new = sorted((tiny_corpus / "test").glob("*.mp4"))[:2], sorted((tiny_corpus / "test").glob("*.mp4"))[2]
+    for path in old:
+        (source / path.name).write_bytes(path.read_bytes())
+        os.utime(source / path.name, (1_767_225_600, 1_767_225_600))  # 2026-01-01T00:00:00Z
+    (source / new.name).write_bytes(new.read_bytes())  # modified now
+    with pytest.raises(ValueError, match="ISO-8601"):
+        ArchiveConfig(since="last tuesday")
+    cfg = ArchiveConfig(lease_settle_s=0.2, since="2026-06-01", report_dir=str(report))  # no zone: UTC
+    done = score_archive(str(source), luss_checkpoint, str(out), cfg)
+    assert done["status"] == "ok" and done["videos_listed"] == 1 and done["videos_scored"] == 1
+    assert sorted(_scored(str(out))) == [new.stem]
+    # The run's review report: this run's video has its score curve and the model's anomaly maps are used.
+    html = (report / "index.html").read_text(encoding="utf-8")
+    assert done["report"] == str(report / "index.html") and new.stem in html
+    assert "luss_ae model maps" in html and list((report / "img").glob("curve_*.png"))
+    # Moving --since back picks the older uploads up; the recent one is not scored again.
+    again = score_archive(str(source), luss_checkpoint, str(out), ArchiveConfig(lease_settle_s=0.2, since="2025-12-31"))
+    assert again["videos_listed"] == 3 and again["videos_scored"] == 2
+    assert sorted(_scored(str(out))) == sorted(p.stem for p in source.glob("*.mp4"))

@@ -134,3 +134,11 @@ def test_ssmtl_through_train_score_and_region_evaluation(
     assert ((scored.boxes[:, 2] > scored.boxes[:, 0]) & (scored.boxes[:, 3] > scored.boxes[:, 1])).all()
     metrics = evaluate(str(tmp_path / "scores"), stores["clips"], regions_gt=str(tiny_corpus / "labels"))
     assert 0.0 <= metrics["rbdc"] <= 1.0 and 0.0 <= metrics["tbdc"] <= 1.0 and metrics["num_regions"] > 0
+    # The review report of the run paints the stored regions over the thumbnails (SSMTL's pixel map, §3.4).
+    from pipelines.events import EventConfig
+    from pipelines.report import build_report
+
+    events = EventConfig(quantile=0.7, min_duration_s=0.0)  # the 64-frame test video is too short for the defaults
+    page = build_report(str(tmp_path / "scores"), tmp_path / "report", data_uri=stores["clips"], events_cfg=events)
+    html = page.read_text(encoding="utf-8")
+    assert "region maps" in html and "red overlay: anomaly map" in html

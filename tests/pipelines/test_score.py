@@ -79,10 +79,15 @@ def test_score_cli_with_evaluation(luss_checkpoint: str, luss_store: str, tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [
         sys.executable, str(ROOT / "jobs" / "score.py"), "--method", "luss_ae", "--checkpoint", luss_checkpoint,
-        "--data", luss_store, "--out", str(tmp_path / "cli"), "--evaluate", "--num-cpus", "2",
+        "--data", luss_store, "--out", str(tmp_path / "cli"), "--evaluate", "--num-cpus", "2", "--report",
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "micro AUROC" in done.stdout and (tmp_path / "cli" / "metrics.json").exists()
+    # --report without a folder: OUT/report, path printed last, with the checkpoint's own anomaly maps.
+    html = tmp_path / "cli" / "report" / "index.html"
+    assert done.stdout.strip().splitlines()[-1] == f"[report] {html}"
+    page = html.read_text(encoding="utf-8")
+    assert "luss_ae model maps" in page and "Micro AUROC" in page and "red overlay: anomaly map" in page
     wrong = subprocess.run([*cmd[:3], "std", *cmd[4:]], env=env, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "holds a luss_ae model" in wrong.stderr

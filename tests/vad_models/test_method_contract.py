@@ -136,3 +136,20 @@ def test_task_scores_and_fuse(name: str) -> None:
             assert (np.diff(frame_idx) > 0).all(), f"{name} fuse frame_idx not strictly ascending"
             assert frame_idx.min() >= 0 and frame_idx.max() < num_frames
             assert np.isfinite(fused).all(), f"{name} fused scores are not finite"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_anomaly_maps_follow_the_scored_windows(name: str) -> None:
+    """A method's pixel maps (optional) cover exactly the windows ``task_scores`` scores, one map each."""
+    method, cfg, rows = _setup(name)
+    model = method.build_model(cfg)
+    if method.input_spec(cfg).group_by_video:
+        rows = {k: v[rows["video_id"] == rows["video_id"][0]] for k, v in rows.items()}
+    maps = method.anomaly_maps(model, rows, cfg)
+    if maps is None:
+        return  # no pixel-level map (object-level methods show their stored regions instead)
+    scores = method.task_scores(model, rows, cfg)
+    assert list(maps["frame_idx"]) == list(scores["frame_idx"]) and list(maps["video_id"]) == list(scores["video_id"])
+    heat = np.asarray(maps["map"])
+    assert heat.dtype == np.float32 and heat.ndim == 3 and len(heat) == len(scores["frame_idx"])
+    assert np.isfinite(heat).all()

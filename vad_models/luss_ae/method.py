@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -221,16 +222,10 @@ class LussAeMethod(Method):
 
     def _score_segment(self, model: nn.Module, frames: torch.Tensor, cfg: LussAeConfig) -> dict[str, np.ndarray]:
         """Scores of all windows of one segment; ``frames`` is ``(n, H, W)`` uint8 on the model's device."""
-        windows = frames.unfold(0, cfg.clip_len + 1, 1).permute(0, 3, 1, 2)  # (n-T, T+1, H, W) view
-        amp = _AUTOCAST_DTYPES.get(cfg.autocast)
         err_args = (cfg.kernel_size, cfg.sigma, cfg.blur_stride, cfg.pse_padding, cfg.bpe_padding)
         chunks: dict[str, list[torch.Tensor]] = {}
-        for i in range(0, len(windows), cfg.score_batch_size):
-            clip = _to_unit_range(windows[i : i + cfg.score_batch_size]).unsqueeze(1)  # (b,1,T+1,H,W)
-            inputs, target = clip[:, :, : cfg.clip_len], clip[:, :, cfg.clip_len :]
-            with torch.autocast(frames.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                out = model(inputs)
-            b, h, w = len(clip), clip.shape[-2], clip.shape[-1]
+        for inputs, target, out in _window_outputs(model, frames, cfg):
+            b, h, w = len(inputs), inputs.shape[-2], inputs.shape[-1]
             # VCR: per-frame errors of the 16 reconstructed frames, averaged over time (eq. 12).
             vcr = ops.image_errors((out.recon.float() - inputs).reshape(-1, 1, h, w), *err_args)
             ffp = ops.image_errors((out.pred.float() - target).reshape(b, 1, h, w), *err_args)
@@ -239,6 +234,46 @@ class LussAeMethod(Method):
                 chunks.setdefault(f"ffp_{err}", []).append(ffp[err])
             chunks.setdefault("prp", []).append(torch.softmax(out.logits.float(), dim=1)[:, 1])
         return {key: torch.cat(values).cpu().numpy().astype(np.float64) for key, values in chunks.items()}
+
+    def anomaly_maps(self, model: nn.Module, rows: dict[str, np.ndarray], cfg: LussAeConfig) -> dict[str, np.ndarray]:
+        """Per-pixel FFP residual of every 17-frame window: the squared Gaussian-blurred prediction error.
+
+        The map is the per-pixel term of the PSE of eq. 9 applied to the future-frame prediction (eq. 13),
+        ``G_sigma * (J_hat - J)`` squared, so its mean over the pixels is the window's ``ffp_pse`` score; the blur
+        makes it follow the object rather than single noisy pixels. Windows and ``frame_idx`` are those of
+        :meth:`task_scores` (``start + 16``, the predicted frame).
+
+        Example:
+            >>> cfg = LussAeMethod.smoke_config()
+            >>> method = LussAeMethod()
+            >>> rows = method.smoke_rows(np.random.default_rng(0), cfg)
+            >>> maps = method.anomaly_maps(method.build_model(cfg), rows, cfg)
+            >>> maps["map"].shape[1:] == (cfg.height, cfg.width)
+            True
+        """
+        model.eval()
+        device = model_device(model)
+        parts: dict[str, list[np.ndarray]] = {"video_id": [], "frame_idx": [], "map": []}
+        with torch.inference_mode():
+            for video_id, start, frames in _segments(rows, cfg):
+                if len(frames) <= cfg.clip_len:
+                    continue
+                pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+                for _, target, out in _window_outputs(model, pixels, cfg):
+                    residual = (out.pred.float() - target).flatten(1, 2)  # (b, 1, H, W)
+                    blurred = ops.gaussian_blur(residual, cfg.kernel_size, cfg.sigma, cfg.pse_padding)
+                    parts["map"].append(blurred.square()[:, 0].cpu().numpy().astype(np.float32))
+                count = len(frames) - cfg.clip_len
+                parts["video_id"].append(np.full(count, video_id, dtype=object))
+                parts["frame_idx"].append(start + cfg.clip_len + np.arange(count, dtype=np.int64))
+        if not parts["map"]:
+            return {"video_id": np.zeros(0, dtype=str), "frame_idx": np.zeros(0, dtype=np.int64),
+                    "map": np.zeros((0, cfg.height, cfg.width), dtype=np.float32)}
+        return {
+            "video_id": np.concatenate(parts["video_id"]).astype(str),
+            "frame_idx": np.concatenate(parts["frame_idx"]).astype(np.int64),
+            "map": np.concatenate(parts["map"]),
+        }
 
     # ---------------------------------------------------------------------------------------------- fusion
     def fuse(
@@ -286,6 +321,24 @@ class LussAeMethod(Method):
                 centre, scale = ops.minmax_stats(values)
             total += float(alphas[task]) * ops.rescale(values, centre, scale)
         return frames, total
+
+
+def _window_outputs(
+    model: nn.Module, frames: torch.Tensor, cfg: LussAeConfig
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
+    """Run the model on every 17-frame window (stride 1) of one segment, ``score_batch_size`` windows at a time.
+
+    ``frames`` is ``(n, H, W)`` uint8 on the model's device; windows are views built there and converted to
+    float per batch. Yields ``(inputs (b,1,T,H,W), target (b,1,1,H,W), model output)`` in [-1, 1] units.
+    """
+    windows = frames.unfold(0, cfg.clip_len + 1, 1).permute(0, 3, 1, 2)  # (n-T, T+1, H, W) view
+    amp = _AUTOCAST_DTYPES.get(cfg.autocast)
+    for i in range(0, len(windows), cfg.score_batch_size):
+        clip = _to_unit_range(windows[i : i + cfg.score_batch_size]).unsqueeze(1)  # (b,1,T+1,H,W)
+        inputs, target = clip[:, :, : cfg.clip_len], clip[:, :, cfg.clip_len :]
+        with torch.autocast(frames.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = model(inputs)
+        yield inputs, target, out
 
 
 def _segments(rows: Mapping[str, np.ndarray], cfg: LussAeConfig) -> Iterator[tuple[str, int, np.ndarray]]:
