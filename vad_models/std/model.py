@@ -267,7 +267,9 @@ class StdModel(nn.Module):
 
     def _streams_inputs(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, t, h, w = frames.shape
-        first = frames[:, :, 0]  # (N, 3, H, W)
+        # contiguous: a channels-last view (clips are permuted uint8 batches) crashed the backward pass of
+        # oneDNN CPU convolutions (torch 2.13, heap corruption at 64x64 with base_channels=8)
+        first = frames[:, :, 0].contiguous()  # (N, 3, H, W)
         stacked = frames.transpose(1, 2).reshape(n, RGB * t, h, w)  # (N, 3T, H, W), frame-major
         return first, stacked
 

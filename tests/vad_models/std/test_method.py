@@ -231,9 +231,11 @@ def test_frame_idx_is_the_predicted_last_frame() -> None:
     assert scores["frame_idx"][np.argmax(error)] == 7
     assert error[np.argmax(error)] == pytest.approx(np.sqrt(3.0))  # white vs black: sqrt(3) per pixel
     assert np.count_nonzero(error) == 1
-    # a spatially constant D_u (every position of r is 0, every centre 1): eq. 13's product exactly
+    # eq. 13's denominator is the product of the two frame-level parts; with a spatially constant D_u (every
+    # position of r is 0, every centre 1) the pixel-level product equals it
     np.testing.assert_allclose(scores["cluster_distance"], CFG.representation_channels, rtol=1e-6)
     np.testing.assert_allclose(scores["std_score"], scores["pred_error"] * scores["cluster_distance"], rtol=1e-6)
+    np.testing.assert_allclose(scores["pixel_score"], scores["std_score"], rtol=1e-6)
 
 
 def test_task_scores_columns_and_batching() -> None:
@@ -257,6 +259,7 @@ def test_task_scores_without_centres_fall_back_to_the_prediction_error() -> None
         scores = METHOD.task_scores(StdModel(CFG), rows, CFG)
     np.testing.assert_allclose(scores["cluster_distance"], 1.0)
     np.testing.assert_allclose(scores["std_score"], scores["pred_error"])
+    np.testing.assert_allclose(scores["pixel_score"], scores["pred_error"])
 
 
 def test_fuse_is_the_complement_of_the_min_max_regularity() -> None:

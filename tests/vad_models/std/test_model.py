@@ -133,3 +133,16 @@ def test_config_rejects_bad_values() -> None:
         StdConfig(batch_size=0)
     with pytest.raises(ValueError, match="kmeans_max_points"):
         StdConfig(kmeans_max_points=4)
+
+
+def test_backward_on_channels_last_clips_does_not_crash() -> None:
+    """Clips arrive as uint8 ``(N, T, H, W, 3)`` and are permuted, so the first frame is a channels-last view.
+
+    Without ``.contiguous()`` on it, the spatial stream's backward pass corrupted the heap (segfault or "double
+    free") in torch 2.13's oneDNN CPU convolution at 64x64 with ``base_channels=8``.
+    """
+    model = StdModel(StdConfig(height=64, width=64, base_channels=8))
+    clip = torch.rand(2, 5, 64, 64, 3).permute(0, 4, 1, 2, 3)  # (N, 3, T, H, W), strided like training batches
+    out = model(clip[:, :, :-1])
+    (out.recon_first.square().mean() + out.diff.square().mean()).backward()
+    assert all(p.grad is not None for p in model.spatial.parameters())
