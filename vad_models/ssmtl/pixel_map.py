@@ -4,9 +4,10 @@
 filter. The anomaly score for a certain frame is given by the maximum score in the corresponding anomaly map.
 The final frame-level anomaly scores are obtained by applying a temporal Gaussian filter."
 
-Maps are painted on a grid of ``cell x cell``-pixel cells (a 240x360 frame at cell 4 is a 60x90 map) and
-processed in chunks of frames with a halo of half the filter length, so memory stays bounded for hours of
-video. Pixels not covered by any box score 0; overlapping boxes keep their maximum.
+Maps are painted on a grid of ``cell x cell``-pixel cells (a 240x360 frame at cell 4 is a 60x90 map; cell 1 is
+the paper's pixel-level map) and processed in chunks of frames with a halo of half the filter length, so memory
+stays bounded for hours of video. Boxes snap outwards to whole cells, so cells must stay well below the object
+size (see ``SsmtlConfig.map_cell``). Pixels not covered by any box score 0; overlapping boxes keep their maximum.
 
 Example:
     >>> import numpy as np

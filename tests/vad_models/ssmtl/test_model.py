@@ -69,3 +69,22 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown variant"):
         encoder_stages("medium_wide")
     assert "distill" not in net.heads
+
+
+def test_only_the_longest_sequences_update_the_batch_norm_running_statistics() -> None:
+    """Inference normalises 7-frame windows with the running statistics: the 6-frame middle-box and 1-frame
+    distillation passes of a training step use their batch statistics but leave the running ones alone."""
+    torch.manual_seed(0)
+    stages = encoder_stages("shallow_narrow")
+    arrow, irregularity = torch.rand(4, 3, 7, 16, 16), torch.rand(4, 3, 7, 16, 16)
+    alone = SsmtlNet(stages, crop_size=16, distill_dim=1).train()
+    joint = SsmtlNet(stages, crop_size=16, distill_dim=1).train()
+    joint.load_state_dict(alone.state_dict())
+    alone(arrow=arrow, irregularity=irregularity)
+    middle, distill = torch.rand(4, 3, 6, 16, 16), torch.rand(4, 3, 1, 16, 16)
+    joint(arrow=arrow, irregularity=irregularity, middle=middle, distill=distill)
+    for name, value in alone.encoder.state_dict().items():
+        if "running" in name:
+            torch.testing.assert_close(joint.encoder.state_dict()[name], value)
+    norm = joint.encoder.stages[0][1]
+    assert norm.momentum == 0.1 and norm.running_mean.abs().sum() > 0  # restored, and the 7-frame pass counted
