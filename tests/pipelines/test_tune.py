@@ -23,6 +23,7 @@ from pipelines.evaluate import frame_metrics, load_labels, padded_video_auroc
 from pipelines.score import ScoreConfig, fuse_video, fusion_config, score
 from pipelines.train import TrainRunConfig
 from pipelines.tune import (
+    LossGrid,
     ScoreGrid,
     default_sweep_path,
     grid_points,
@@ -302,6 +303,11 @@ class InterruptAfterFirstTrial(tune.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
+# Table 2's PRP row pair (without / with the PRP task): two trials keep this Ray Tune test affordable on 2 CPUs,
+# where trials run one at a time; the 2-D heat-maps are covered by the score sweep above.
+LOSS_GRID = LossGrid({"prp": LUSS_GRID.loss.grid["prp"]}, LUSS_GRID.loss.objective)
+
+
 @pytest.fixture(scope="module")
 def lambda_sweep(luss_store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = str(tmp_path_factory.mktemp("lambda") / "sweep")
@@ -310,7 +316,7 @@ def lambda_sweep(luss_store: str, tmp_path_factory: pytest.TempPathFactory) -> d
         name="tiny-lambda", trials_concurrency=2, train=TrainRunConfig(num_workers=1, val_fraction=0.5, log_every=0)
     )
     marker = str(Path(out).parent / "interrupted")
-    first = loss_sweep("luss_ae", base, luss_store, out, LUSS_GRID.loss, cfg,
+    first = loss_sweep("luss_ae", base, luss_store, out, LOSS_GRID, cfg,
                        tune_callbacks=[InterruptAfterFirstTrial(marker)])  # fmt: skip
     finished = {r["point"]: r for r in first.table.to_pylist() if r["status"] == "ok"}
     stamps = {
@@ -318,7 +324,7 @@ def lambda_sweep(luss_store: str, tmp_path_factory: pytest.TempPathFactory) -> d
         for point, row in finished.items()
     }
     best_after_first = (Path(out) / "best_config.yaml").exists()
-    second = loss_sweep("luss_ae", base, luss_store, out, LUSS_GRID.loss, cfg)
+    second = loss_sweep("luss_ae", base, luss_store, out, LOSS_GRID, cfg)
     return {
         "out": out, "first": first, "second": second, "stamps": stamps, "finished": finished,
         "best_after_first": best_after_first,
@@ -328,9 +334,9 @@ def lambda_sweep(luss_store: str, tmp_path_factory: pytest.TempPathFactory) -> d
 @pytest.mark.slow
 def test_an_interrupted_lambda_sweep_resumes_without_rerunning_finished_trials(lambda_sweep: dict) -> None:
     first, second = lambda_sweep["first"], lambda_sweep["second"]
-    assert not first.complete and 1 <= len(lambda_sweep["finished"]) < 4
+    assert not first.complete and len(lambda_sweep["finished"]) == 1
     assert not lambda_sweep["best_after_first"]  # no "best" is claimed from a partial sweep
-    assert second.complete and second.table.num_rows == 4
+    assert second.complete and second.table.num_rows == 2
     rows = {r["point"]: r for r in second.table.to_pylist()}
     for point, stamps in lambda_sweep["stamps"].items():
         assert rows[point]["checkpoint"] == lambda_sweep["finished"][point]["checkpoint"]
@@ -339,11 +345,11 @@ def test_an_interrupted_lambda_sweep_resumes_without_rerunning_finished_trials(l
 
 
 @pytest.mark.slow
-def test_lambda_sweep_trains_four_trials_and_writes_results(lambda_sweep: dict, luss_store: str) -> None:
+def test_lambda_sweep_trains_every_trial_and_writes_results(lambda_sweep: dict, luss_store: str) -> None:
     out, result = Path(lambda_sweep["out"]), lambda_sweep["second"]
     table = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(table) == 4 and {r["status"] for r in table} == {"ok"}
-    assert len({r["checkpoint"] for r in table}) == 4 and len({r["trial_id"] for r in table}) == 4
+    assert len(table) == 2 and {r["status"] for r in table} == {"ok"}
+    assert len({r["checkpoint"] for r in table}) == 2 and len({r["trial_id"] for r in table}) == 2
     assert all(0.0 <= r["micro_auroc"] <= 1.0 for r in table)
     best = result.best
     cfg = load_config(LussAeConfig, out / "best_config.yaml")
@@ -352,7 +358,7 @@ def test_lambda_sweep_trains_four_trials_and_writes_results(lambda_sweep: dict, 
     assert cfg == expected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["heldout"]["num_videos"] == len(summary["heldout_videos"]) >= 1
-    assert (out / "heatmaps" / "ffp__prp.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((out / "heatmaps").glob("*.png"))  # one swept dimension: no 2-D slice to draw
     assert "| rank |" in (out / "results.md").read_text()
     assert storage.exists(storage.join(str(out), "tune", "tiny-lambda"))
 
