@@ -34,6 +34,7 @@ from pipelines.evaluate import load_regions
 from pipelines.stores import StoreError, read_store_metadata
 from pipelines.thumbnails import read_frames
 from vad_models.base import Method
+from vad_models.ops import paint_boxes
 
 __all__ = ["ModelMaps", "RegionMaps", "anomaly_maps_for", "has_model_maps"]
 
@@ -64,15 +65,10 @@ class RegionMaps:
         here = regions.frame_idx == int(frame)
         if not here.any():
             return None
-        background = float(regions.scores.min())
-        heat = np.full((self.height, self.width), background, dtype=np.float32)
-        for (x1, y1, x2, y2), value in zip(regions.boxes[here], regions.scores[here]):
-            c1, r1 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
-            c2, r2 = min(int(np.ceil(x2)), self.width), min(int(np.ceil(y2)), self.height)
-            if c2 > c1 and r2 > r1:
-                view = heat[r1:r2, c1:c2]
-                np.maximum(view, np.float32(value), out=view)
-        return heat
+        background = float(regions.scores.min())  # painted as offsets from it: 0 where no box
+        heat = paint_boxes(regions.frame_idx[here], regions.boxes[here], regions.scores[here] - background,
+                           (int(frame), int(frame) + 1), (self.height, self.width), cell=1)[0]
+        return heat + np.float32(background)
 
 
 class ModelMaps:
@@ -144,7 +140,10 @@ class ModelMaps:
 
 
 def anomaly_maps_for(
-    scores_uri: str, data_uri: str | None, checkpoint_uri: str | None = None
+    scores_uri: str,
+    data_uri: str | None,
+    checkpoint_uri: str | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> tuple[RegionMaps | ModelMaps | None, str]:
     """The anomaly maps a report can overlay for a scoring run, and a sentence saying where they come from.
 
@@ -156,6 +155,7 @@ def anomaly_maps_for(
         scores_uri: The scoring run's output.
         data_uri: The scored store (frame spec and source videos); ``None`` allows region maps only.
         checkpoint_uri: Override of the checkpoint recorded in ``summary.json``.
+        summary: The run's ``summary.json`` when the caller has read it already (``None``: read it here).
 
     Returns:
         ``(maps or None, description)``.
@@ -163,8 +163,9 @@ def anomaly_maps_for(
     if storage.is_dir(storage.join(scores_uri, "regions")):
         maps = RegionMaps(scores_uri)
         return maps, "region maps: each scored region painted with its object score (stored regions/)"
-    summary_uri = storage.join(scores_uri, "summary.json")
-    summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else {}
+    if summary is None:
+        summary_uri = storage.join(scores_uri, "summary.json")
+        summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else {}
     checkpoint_uri = checkpoint_uri or summary.get("checkpoint")
     if not checkpoint_uri:
         return None, "no anomaly maps: the run names no checkpoint"

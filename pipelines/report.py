@@ -133,7 +133,7 @@ def build_report(
     if isinstance(anomaly_maps, str):
         if anomaly_maps != "auto":
             raise ValueError(f"anomaly_maps must be a mapping, a callable, None or 'auto', got {anomaly_maps!r}")
-        anomaly_maps, source = anomaly_maps_for(scores_uri, data_uri)
+        anomaly_maps, source = anomaly_maps_for(scores_uri, data_uri, summary=summary)
         notes.append(f"Anomaly maps: {source}.")
     metrics = _metric_rows(videos, events, labels, notes)
     views = _strips(_event_views(events, videos, top), manifest, out, anomaly_maps, strip_frames)

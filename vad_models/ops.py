@@ -1,7 +1,8 @@
-"""Shared tensor and score ops: Gaussian blur, blur pooling, image error measures, score rescaling, gradient loss.
+"""Shared ops: Gaussian blur, blur pooling, image errors, score rescaling, gradient loss, box painting.
 
 Used by several methods: LUSS-AE's error measures (MSE, PSE, BPE; Lohani et al. 2023, §3.2.1, eqs. 8-11) and
-robust per-video rescaling (eq. 16), and STD's gradient loss (Chang et al., eq. 6).
+robust per-video rescaling (eq. 16), STD's gradient loss (Chang et al., eq. 6), and the box painting of SSMTL's
+pixel-level anomaly maps (§3.4), which review reports also use for any method's stored regions.
 
 Example:
     >>> import torch
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "paint_boxes",
     "PADDING_MODES",
     "blur_pool",
     "gaussian_blur",
@@ -286,3 +288,37 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 1.0) 
         grad_target = target.diff(dim=dim).abs()
         loss = loss + (grad_target - grad_pred).abs().pow(alpha).mean()
     return loss
+
+
+def paint_boxes(
+    frame_idx: np.ndarray,
+    boxes: np.ndarray,
+    values: np.ndarray,
+    frames: tuple[int, int],
+    grid: tuple[int, int],
+    cell: int,
+) -> np.ndarray:
+    """Paint box values into anomaly maps for frames ``frames[0] .. frames[1]-1`` (max over overlaps).
+
+    Args:
+        frame_idx: ``[K]`` frame of each box.
+        boxes: ``[K, 4]`` ``x1, y1, x2, y2`` in frame pixels.
+        values: ``[K]`` object scores.
+        frames: ``(first, stop)`` frame range of the maps.
+        grid: ``(rows, cols)`` of the map.
+        cell: Pixels per map cell.
+
+    Returns:
+        ``[stop - first, rows, cols]`` float32 maps (0 where no box).
+    """
+    first, stop = frames
+    rows, cols = grid
+    maps = np.zeros((stop - first, rows, cols), dtype=np.float32)
+    keep = (frame_idx >= first) & (frame_idx < stop)
+    for f, (x1, y1, x2, y2), v in zip(frame_idx[keep], boxes[keep], values[keep]):
+        c1, r1 = max(int(np.floor(x1 / cell)), 0), max(int(np.floor(y1 / cell)), 0)
+        c2, r2 = min(int(np.ceil(x2 / cell)), cols), min(int(np.ceil(y2 / cell)), rows)
+        if c2 > c1 and r2 > r1:
+            view = maps[int(f) - first, r1:r2, c1:c2]
+            np.maximum(view, np.float32(v), out=view)
+    return maps

@@ -23,43 +23,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, uniform_filter
 
+from vad_models.ops import paint_boxes
+
 __all__ = ["frame_scores_from_boxes", "late_fusion", "paint_boxes"]
 
 _CHUNK_FRAMES = 1024
-
-
-def paint_boxes(
-    frame_idx: np.ndarray,
-    boxes: np.ndarray,
-    values: np.ndarray,
-    frames: tuple[int, int],
-    grid: tuple[int, int],
-    cell: int,
-) -> np.ndarray:
-    """Paint box values into anomaly maps for frames ``frames[0] .. frames[1]-1`` (max over overlaps).
-
-    Args:
-        frame_idx: ``[K]`` frame of each box.
-        boxes: ``[K, 4]`` ``x1, y1, x2, y2`` in frame pixels.
-        values: ``[K]`` object scores.
-        frames: ``(first, stop)`` frame range of the maps.
-        grid: ``(rows, cols)`` of the map.
-        cell: Pixels per map cell.
-
-    Returns:
-        ``[stop - first, rows, cols]`` float32 maps (0 where no box).
-    """
-    first, stop = frames
-    rows, cols = grid
-    maps = np.zeros((stop - first, rows, cols), dtype=np.float32)
-    keep = (frame_idx >= first) & (frame_idx < stop)
-    for f, (x1, y1, x2, y2), v in zip(frame_idx[keep], boxes[keep], values[keep]):
-        c1, r1 = max(int(np.floor(x1 / cell)), 0), max(int(np.floor(y1 / cell)), 0)
-        c2, r2 = min(int(np.ceil(x2 / cell)), cols), min(int(np.ceil(y2 / cell)), rows)
-        if c2 > c1 and r2 > r1:
-            view = maps[int(f) - first, r1:r2, c1:c2]
-            np.maximum(view, np.float32(v), out=view)
-    return maps
 
 
 def frame_scores_from_boxes(
