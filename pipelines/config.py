@@ -37,7 +37,15 @@ import yaml
 
 from pipelines import storage
 
-__all__ = ["ConfigError", "config_from_dict", "config_to_dict", "load_config", "method_config_with", "parse_overrides"]
+__all__ = [
+    "ConfigError",
+    "config_from_dict",
+    "config_method",
+    "config_to_dict",
+    "load_config",
+    "method_config_with",
+    "parse_overrides",
+]
 
 T = TypeVar("T")
 
@@ -91,6 +99,19 @@ def load_config(
         if key not in names:
             merged.pop(key, None)
     return config_from_dict(cls, merged)
+
+
+def config_method(path: str | Path) -> str | None:
+    """The ``method:`` key of a YAML config (which method the file configures), or ``None`` if it has none.
+
+    Example:
+        >>> config_method("configs/std/synthetic.yaml")  # doctest: +SKIP
+        'std'
+    """
+    method = _read_yaml(path).get("method")
+    if method is not None and not isinstance(method, str):
+        raise ConfigError(f"{path}: 'method' must be a method name, got {method!r}")
+    return method
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:

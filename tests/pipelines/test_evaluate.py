@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -27,16 +26,10 @@ from pipelines.evaluate import (
     window_to_frame,
 )
 from pipelines.plots import anomalous_runs, render_roc, render_score_curve
+from tests.helpers import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_score_store(out: str, scores: dict[str, np.ndarray], shuffle: bool = True) -> None:
@@ -240,6 +233,6 @@ def test_cli_smoke_and_length_error(tiny_corpus: Path, tmp_path: Path, capsys: p
     assert "macro_auroc:" in ok.stdout and (tmp_path / "eval" / "metrics.json").exists()
     # The error path runs in-process (same main(), no second interpreter start-up).
     _write_score_store(str(tmp_path / "bad"), {v: np.zeros(y.size - (v == "test_001")) for v, y in labels.items()})
-    job = _load_job("evaluate")
+    job = load_job("evaluate")
     assert job.main(["--scores", str(tmp_path / "bad"), "--labels", str(tiny_corpus)]) == 2
     assert "error: video 'test_001': 63 scores but 64 frame labels" in capsys.readouterr().err
