@@ -1,4 +1,5 @@
-"""GPU section: LUSS-AE scoring frames/s and training clips/s at 256x256 in fp32, TF32 and bf16 (autocast).
+"""GPU section: LUSS-AE scoring frames/s and training clips/s at 256x256, and ten-crop I3D snippets/s, in fp32,
+TF32 and bf16 (autocast).
 
 Runs only where CUDA is available; elsewhere it prints a note and records ``skipped``. ``--smoke`` runs the same
 code path on the CPU with a tiny model (a correctness check of the code, not a measurement).
@@ -7,12 +8,16 @@ Scoring goes through ``LussAeMethod.task_scores``, the path the scoring actor ru
 are copied to the GPU once and the 16+1-frame windows are strided views built there (``Tensor.unfold``), never
 16x copies on the host. Inference variants: eager fp32 (the baseline), TF32, and bf16 autocast, each with the
 model in ``channels_last_3d`` and BatchNorm folded into the preceding convolution (:func:`fold_batchnorm`).
-Training runs ``training_loss`` + Adam on GPU-resident uint8 batches (BatchNorm kept: it trains).
+Training runs ``training_loss`` + Adam on GPU-resident uint8 batches (BatchNorm kept: it trains). I3D runs
+``vad_models.i3d.extract.snippet_features``, the feature-store actor's step (uint8 snippets shipped to the GPU,
+ten-cropped and normalised there), on the full ResNet-50 I3D at 256x340 frames and 224x224 crops; it also records
+how close bf16 features are to fp32 ones (cosine similarity, relative L2), the question before extracting in bf16.
 
 Moonshots (REFERENCE.md §10): >= 3,000 scored frames/s in bf16 on one H100 for <=480p sources (frames arrive
 already resized to 256x256; decoding them is the CPU side's job) and >= 1,000 training clips/s in bf16.
 
-Run: ``.venv/bin/python bench/gpu.py [--quick | --smoke]``.
+Run: ``.venv/bin/python bench/gpu.py [--quick | --smoke] [--cudnn-benchmark]``. GPU code-path checks (no Ray needed):
+``python -m pytest tests/vad_models/test_cuda_paths.py`` (skipped without CUDA).
 """
 
 from __future__ import annotations
@@ -103,6 +108,12 @@ SCORE_VARIANTS = (
     Variant("tf32 channels_last_3d + folded BN", "tf32", True, True),
     Variant("bf16 autocast channels_last_3d + folded BN", "bf16", True, True),
 )
+I3D_VARIANTS = (
+    Variant("fp32 eager (baseline)", "fp32", False, False),
+    Variant("tf32", "tf32", False, False),
+    Variant("bf16 autocast", "bf16", False, False),
+    Variant("bf16 autocast channels_last_3d", "bf16", True, False),
+)
 TRAIN_VARIANTS = (
     Variant("fp32 (baseline)", "fp32", False, False),
     Variant("tf32 channels_last_3d", "tf32", True, False),
@@ -122,12 +133,17 @@ class Plan:
     score_batch_sizes: tuple[int, ...]
     train_batch_sizes: tuple[int, ...]
     min_seconds: float  # each measurement repeats until this much time has passed
+    i3d_frames: tuple[int, int, int]  # I3D extractor: frame height, width, crop size
+    i3d_base_channels: int  # 64 = ResNet-50 I3D
+    i3d_batch_sizes: tuple[int, ...]  # snippets (x10 crops) per forward pass
 
 
 PLANS = {
-    "smoke": Plan(32, (8, 8, 16, 16), (16, 8), 40, 1, (8,), (4,), 0.0),
-    "quick": Plan(256, (96, 128, 256, 256), (128, 32), 128, 4, (64,), (32,), 2.0),
-    "full": Plan(256, (96, 128, 256, 256), (128, 32), 128, 8, (32, 128), (16, 32), 5.0),
+    "smoke": Plan(32, (8, 8, 16, 16), (16, 8), 40, 1, (8,), (4,), 0.0, (64, 80, 48), 4, (2,)),
+    "quick": Plan(256, (96, 128, 256, 256), (128, 32), 128, 4, (64,), (32,), 2.0, (256, 340, 224), 64, (8,)),
+    "full": Plan(
+        256, (96, 128, 256, 256), (128, 32), 128, 8, (32, 128), (16, 32), 3.0, (256, 340, 224), 64, (4, 16)
+    ),
 }
 
 
@@ -300,6 +316,60 @@ def measure_training(cfg: Any, plan: Plan, variant: Variant, batch_size: int, de
     }
 
 
+def i3d_config(plan: Plan) -> Any:
+    """The ten-crop extractor settings of a plan (the published recipe outside smoke runs)."""
+    from vad_models.i3d.config import I3DConfig
+
+    height, width, crop = plan.i3d_frames
+    return I3DConfig(height=height, width=width, crop_size=crop, base_channels=plan.i3d_base_channels)
+
+
+def _i3d_inputs(plan: Plan, cfg: Any, variant: Variant, device: torch.device) -> tuple[nn.Module, list[np.ndarray]]:
+    from vad_models.i3d.model import I3DResNet50, init_random_features
+
+    model = init_random_features(I3DResNet50(cfg.base_channels), seed=0).to(device).eval()
+    if variant.channels_last:
+        to_channels_last_3d(model)
+    rng = np.random.default_rng(0)
+    count = 2 * max(plan.i3d_batch_sizes)
+    snippets = [rng.integers(0, 256, (cfg.snippet_frames, cfg.height, cfg.width, 3), dtype=np.uint8)] * count
+    return model, snippets
+
+
+def measure_i3d(plan: Plan, variant: Variant, batch_size: int, device: torch.device) -> dict[str, Any]:
+    """Ten-crop snippets/s through ``snippet_features`` (the feature-store actor's step): uint8 in, float32 out."""
+    from vad_models.i3d.extract import snippet_features
+
+    cfg = i3d_config(plan)
+    model, snippets = _i3d_inputs(plan, cfg, variant, device)
+    snippets = snippets[: 2 * batch_size]
+    amp = torch.bfloat16 if variant.precision == "bf16" else None
+
+    def call() -> int:
+        return len(snippet_features(model, snippets, cfg, batch_size, autocast=amp))
+
+    with fp32_precision(variant.precision):
+        done, seconds = _repeat(call, device, plan.min_seconds)
+    return {"variant": variant.name, "batch_size": batch_size, "snippets": done, "snippets_per_s": done / seconds}
+
+
+def i3d_bf16_fidelity(plan: Plan, device: torch.device) -> dict[str, float]:
+    """How far bf16-autocast features are from IEEE fp32 ones: min cosine similarity and max relative L2 error."""
+    from vad_models.i3d.extract import snippet_features
+
+    cfg = i3d_config(plan)
+    model, snippets = _i3d_inputs(plan, cfg, I3D_VARIANTS[0], device)
+    snippets = snippets[: plan.i3d_batch_sizes[0]]
+    with fp32_precision("fp32"):
+        exact = torch.from_numpy(snippet_features(model, snippets, cfg, len(snippets))).flatten(0, 1)
+        approx = torch.from_numpy(
+            snippet_features(model, snippets, cfg, len(snippets), autocast=torch.bfloat16)
+        ).flatten(0, 1)
+    cosine = torch.nn.functional.cosine_similarity(exact, approx, dim=1)
+    rel = (approx - exact).norm(dim=1) / exact.norm(dim=1).clamp_min(1e-12)
+    return {"min_cosine": float(cosine.min()), "max_relative_l2": float(rel.max())}
+
+
 def check_folding(cfg: Any) -> float:
     """Max absolute difference between the model and its BN-folded copy on CPU (eval mode, non-trivial BN stats)."""
     from vad_models.luss_ae.model import LussAe
@@ -325,6 +395,11 @@ def check_folding(cfg: Any) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the GPU benchmark (or record why it was skipped) and write ``<results-dir>/gpu.json``."""
     parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN time every 3D conv algorithm at each new shape (on an H100 this first call took 74-151 s)",
+    )
     args = parser.parse_args(argv)
     mode = common.mode_of(args)
     plan = PLANS[mode]
@@ -339,9 +414,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"[bench:gpu] skipped: {result['skipped']}", flush=True)
     else:
         if cuda:
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest 3D conv algorithms
+            # Off by default: autotuning LUSS-AE's 3D convs cost 74 s (NCDHW) and 151 s (channels_last_3d) per new
+            # shape on an H100, longer than the measurements; the scoring and training pipelines leave it off too.
+            torch.backends.cudnn.benchmark = args.cudnn_benchmark
             result["config"].update(
-                gpu=torch.cuda.get_device_name(0), torch=torch.__version__, cudnn=torch.backends.cudnn.version()
+                gpu=torch.cuda.get_device_name(0),
+                torch=torch.__version__,
+                cudnn=torch.backends.cudnn.version(),
+                cudnn_benchmark=args.cudnn_benchmark,
             )
         else:
             result["findings"].append("smoke run on the CPU: checks the code path, the numbers are not GPU numbers")
@@ -369,6 +449,8 @@ def _sweep(
             context = {"dtype": variant.precision, "layout": layout[variant.channels_last], "batch_size": batch_size}
             if kind == "scoring":
                 context["folded_bn"] = variant.fold_bn
+            print(f"[bench:gpu] {kind} {variant.name} batch {batch_size} ...", flush=True)
+            started = time.perf_counter()
             try:
                 value = measure(variant, batch_size)
             except torch.cuda.OutOfMemoryError as exc:
@@ -379,6 +461,7 @@ def _sweep(
                     )
                 )
                 continue
+            print(f"[bench:gpu]   {value:,.1f} {unit} ({time.perf_counter() - started:.1f} s)", flush=True)
             best[variant.name] = max(best.get(variant.name, 0.0), value)
             if gflops is not None:
                 context["tflop_per_s"] = value * gflops / 1e3
@@ -410,9 +493,21 @@ def run(result: dict[str, Any], cfg: Any, plan: Plan, device: torch.device) -> N
         lambda v, b: measure_training(cfg, plan, v, b, device)["clips_per_s"],
         "clips/s",
     )
+    i3d = _sweep(
+        meas,
+        "i3d ten-crop",
+        [v for v in I3D_VARIANTS if on_gpu or v.precision != "tf32"],
+        plan.i3d_batch_sizes,
+        lambda v, b: measure_i3d(plan, v, b, device)["snippets_per_s"],
+        "snippets/s",
+    )
+    fidelity = i3d_bf16_fidelity(plan, device)
+    for metric, value in fidelity.items():
+        meas.append(common.measurement("i3d bf16 vs fp32 features", metric, value, "", dtype="bf16"))
     for kind, best, variants, unit in (
         ("scoring", scoring, SCORE_VARIANTS, "frames/s"),
         ("training", training, TRAIN_VARIANTS, "clips/s"),
+        ("i3d ten-crop", i3d, I3D_VARIANTS, "snippets/s"),
     ):
         base = best.get(variants[0].name)
         for name, value in best.items():

@@ -49,8 +49,9 @@ from pipelines.stores import (
     write_store_metadata,
 )
 from vad_models.i3d.config import I3DConfig
+from vad_models.i3d.extract import snippet_features
 from vad_models.i3d.model import I3DResNet50
-from vad_models.i3d.transforms import preprocess, segment_snippets
+from vad_models.i3d.transforms import segment_snippets
 from vad_models.i3d.weights import KEY_LAYOUTS, load_i3d_weights
 
 __all__ = [
@@ -144,15 +145,9 @@ class I3DSnippetExtractor:
         self.model.to(self.device).eval()
         self.cfg, self.labels, self.batch_size = cfg, video_labels, batch_size
 
-    @torch.inference_mode()
     def _features(self, snippets: list[np.ndarray]) -> np.ndarray:
         """``[k, T, H, W, 3]`` uint8 snippets → ``[k, 10, F]`` float32 features, ``batch_size`` at a time."""
-        out = []
-        for i in range(0, len(snippets), self.batch_size):
-            chunk = torch.from_numpy(np.stack(snippets[i : i + self.batch_size])).to(self.device, non_blocking=True)
-            feats = self.model(preprocess(chunk, self.cfg))  # (k·10, F)
-            out.append(feats.view(chunk.shape[0], 10, -1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 10, self.cfg.feature_dim), np.float32)
+        return snippet_features(self.model, snippets, self.cfg, self.batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         snippets: list[np.ndarray] = []

@@ -3,6 +3,9 @@
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,3 +27,26 @@ def load_job(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def method_smoke_setup(name: str) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """``(method, smoke config, smoke store rows)`` of a registered method (the contract tests' inputs)."""
+    from vad_models.registry import get_method
+
+    method = get_method(name)
+    cfg = type(method).smoke_config()
+    rows = type(method).smoke_rows(np.random.default_rng(0))
+    return method, cfg, rows
+
+
+def method_smoke_examples(method: Any, rows: dict[str, np.ndarray], cfg: Any) -> dict[str, np.ndarray]:
+    """Training examples from smoke rows, grouped per video for ``group_by_video`` methods as the trainer does."""
+    rng = np.random.default_rng(1)
+    if not method.input_spec(cfg).group_by_video:
+        return method.make_examples(rows, cfg, rng)
+    video_ids = np.asarray(rows["video_id"])
+    parts = [
+        method.make_examples({k: np.asarray(v)[video_ids == vid] for k, v in rows.items()}, cfg, rng)
+        for vid in np.unique(video_ids)
+    ]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

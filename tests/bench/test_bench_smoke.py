@@ -114,6 +114,10 @@ def test_gpu_smoke_runs_the_code_path_on_cpu(dirs: dict[str, Path]) -> None:
     assert record["targets"] == []  # the moonshots are not judged on a CPU
     dtypes = {m["dtype"] for m in record["measurements"]}
     assert dtypes == {"fp32", "bf16"}
+    cases = {m["case"] for m in record["measurements"]}
+    assert {"i3d ten-crop fp32 eager (baseline)", "i3d ten-crop bf16 autocast"} <= cases
+    fidelity = {m["metric"]: m["value"] for m in record["measurements"] if m["case"] == "i3d bf16 vs fp32 features"}
+    assert fidelity["min_cosine"] > 0.99 and 0 < fidelity["max_relative_l2"] < 0.1
 
 
 def test_fold_batchnorm_matches_the_model() -> None:

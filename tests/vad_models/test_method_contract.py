@@ -17,35 +17,15 @@ A method whose package does not import yet fails here; it is never skipped.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 import torch
 
-from vad_models.base import InputSpec, Method, TrainContext, get_frame_spec
-from vad_models.registry import available_methods, get_method
+from tests.helpers import method_smoke_examples, method_smoke_setup
+from vad_models.base import InputSpec, TrainContext, get_frame_spec
+from vad_models.registry import available_methods
 
 METHODS = available_methods()
-
-
-def _setup(name: str) -> tuple[Method, Any, dict[str, np.ndarray]]:
-    method = get_method(name)
-    cfg = type(method).smoke_config()
-    rows = type(method).smoke_rows(np.random.default_rng(0))
-    return method, cfg, rows
-
-
-def _examples(method: Method, rows: dict[str, np.ndarray], cfg: Any) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(1)
-    if not method.input_spec(cfg).group_by_video:
-        return method.make_examples(rows, cfg, rng)
-    video_ids = np.asarray(rows["video_id"])
-    parts = [
-        method.make_examples({k: np.asarray(v)[video_ids == vid] for k, v in rows.items()}, cfg, rng)
-        for vid in np.unique(video_ids)
-    ]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _per_video(scores: dict[str, np.ndarray], columns: list[str]) -> list[dict[str, np.ndarray]]:
@@ -60,7 +40,7 @@ def _per_video(scores: dict[str, np.ndarray], columns: list[str]) -> list[dict[s
 
 @pytest.mark.parametrize("name", METHODS)
 def test_method_declares_config_and_inputs(name: str) -> None:
-    method, cfg, rows = _setup(name)
+    method, cfg, rows = method_smoke_setup(name)
     assert method.name == name
     assert isinstance(cfg, method.config_class)
     for field in ("epochs", "batch_size", "lr"):
@@ -79,10 +59,10 @@ def test_method_declares_config_and_inputs(name: str) -> None:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_make_examples_and_training_loss(name: str) -> None:
-    method, cfg, rows = _setup(name)
+    method, cfg, rows = method_smoke_setup(name)
     torch.manual_seed(0)
     model = method.build_model(cfg)
-    examples = _examples(method, rows, cfg)
+    examples = method_smoke_examples(method, rows, cfg)
     lengths = {k: len(v) for k, v in examples.items()}
     assert examples and len(set(lengths.values())) == 1, f"{name} example columns differ in length: {lengths}"
     assert next(iter(lengths.values())) > 0, f"{name} made no examples from its smoke rows"
@@ -112,7 +92,7 @@ def test_make_examples_and_training_loss(name: str) -> None:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_task_scores_and_fuse(name: str) -> None:
-    method, cfg, rows = _setup(name)
+    method, cfg, rows = method_smoke_setup(name)
     torch.manual_seed(0)
     model = method.build_model(cfg).eval()
     scores = method.task_scores(model, rows, cfg)
@@ -141,7 +121,7 @@ def test_task_scores_and_fuse(name: str) -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_anomaly_maps_follow_the_scored_windows(name: str) -> None:
     """A method's pixel maps (optional) cover exactly the windows ``task_scores`` scores, one map each."""
-    method, cfg, rows = _setup(name)
+    method, cfg, rows = method_smoke_setup(name)
     model = method.build_model(cfg)
     if method.input_spec(cfg).group_by_video:
         rows = {k: v[rows["video_id"] == rows["video_id"][0]] for k, v in rows.items()}

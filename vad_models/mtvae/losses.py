@@ -19,6 +19,16 @@ __all__ = ["gaussian_kl", "rtfm_loss", "vae_loss", "video_bce"]
 _EPS = 1e-6
 
 
+def _probability_bce(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BCE of probabilities (not logits: the scores are means of sigmoids) in fp32, autocast or not.
+
+    CUDA autocast refuses ``binary_cross_entropy`` on probabilities (unsafe in half precision), so a bf16 training
+    run (``precision="bf16"``) computes it with autocast off, on float32 copies.
+    """
+    with torch.autocast(probs.device.type, enabled=False):
+        return F.binary_cross_entropy(probs.float(), labels.float())
+
+
 def video_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Eq. 1: BCE of the mean snippet score Ŷ = (1/S) Σ σ(φ(f_s)) against the video label.
 
@@ -33,7 +43,7 @@ def video_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"video_bce expects (B, C, S) logits and (B,) labels, got {tuple(logits.shape)}, "
                          f"{tuple(labels.shape)}")  # fmt: skip
     video = torch.sigmoid(logits).mean(dim=2).clamp(_EPS, 1 - _EPS)  # (B, C)
-    return F.binary_cross_entropy(video, labels[:, None].expand_as(video).to(video.dtype))
+    return _probability_bce(video, labels[:, None].expand_as(video))
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -104,7 +114,7 @@ def rtfm_loss(
     top = magnitude.topk(k, dim=1).indices  # (B, k)
     scores = torch.sigmoid(logits).mean(dim=1)  # (B, T) crop-mean scores
     video = scores.gather(1, top).mean(dim=1).clamp(_EPS, 1 - _EPS)  # (B,)
-    bce = F.binary_cross_entropy(video, labels.to(video.dtype))
+    bce = _probability_bce(video, labels)
     top_feats = feats.gather(2, top[:, None, :, None].expand(b, c, k, f)).mean(dim=2)  # (B, C, F)
     top_magnitude = top_feats.norm(dim=-1).mean(dim=1)  # (B,)
     abnormal = labels > 0.5

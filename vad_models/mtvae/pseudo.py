@@ -116,7 +116,8 @@ def make_pseudo_videos(
     normal = source_labels < 0.5
     out = torch.empty_like(source)
     if normal.any():
-        out[normal] = pseudo_abnormal(vae, source[normal], generator)[0]
+        # decoder outputs are bf16 under autocast; the pseudo videos keep the originals' dtype
+        out[normal] = pseudo_abnormal(vae, source[normal], generator)[0].to(out.dtype)
     if (~normal).any():
-        out[~normal] = pseudo_normal(vae, source[~normal])
+        out[~normal] = pseudo_normal(vae, source[~normal]).to(out.dtype)
     return out, (normal).to(videos.dtype)  # normal sources become abnormal (1) and vice versa

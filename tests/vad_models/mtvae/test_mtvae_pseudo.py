@@ -47,6 +47,15 @@ def test_make_pseudo_videos_counts_and_flips_labels(vae: MultiTaskVae, ratio: fl
     assert pseudo_labels.tolist() == [1.0] * 4 * int(ratio) + [0.0] * 2 * int(ratio)  # video order kept
 
 
+def test_make_pseudo_videos_under_bf16_autocast_keeps_the_videos_dtype(vae: MultiTaskVae) -> None:
+    """Training with ``precision="bf16"`` runs the decoders under autocast; the pseudo batch stays float32."""
+    videos, labels = torch.rand(4, 2, 8, 16), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pseudo, pseudo_labels = make_pseudo_videos(vae, videos, labels, 1.0)
+    assert pseudo.dtype == torch.float32 and pseudo.shape == videos.shape and torch.isfinite(pseudo).all()
+    assert pseudo_labels.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
 def test_half_ratio_uses_about_half_the_videos() -> None:
     counts = pseudo_counts(4000, 0.5, torch.Generator().manual_seed(0))
     assert set(counts.tolist()) == {0, 1} and 1800 < int(counts.sum()) < 2200
