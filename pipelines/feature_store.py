@@ -50,7 +50,7 @@ from pipelines.stores import (
 )
 from vad_models.i3d.config import I3DConfig
 from vad_models.i3d.extract import snippet_features
-from vad_models.i3d.model import I3DResNet50
+from vad_models.i3d.model import RANDOM_INIT_SCHEME, I3DResNet50, init_random_features
 from vad_models.i3d.transforms import segment_snippets
 from vad_models.i3d.weights import KEY_LAYOUTS, load_i3d_weights
 
@@ -75,7 +75,8 @@ class ExtractOptions:
     Attributes:
         weights: Path of the user's I3D state dict (``.pt``/``.pth``/``.npz``); required unless ``random_init``.
         weights_layout: Key names of ``weights``: ``"native"`` or ``"caffe2"`` (converted on load).
-        random_init: Use a randomly initialised backbone (tests, pipeline smoke runs); recorded in the metadata.
+        random_init: Use a randomly initialised backbone (tests, pipeline smoke runs; the scheme is
+            :func:`~vad_models.i3d.model.init_random_features`); recorded in the metadata.
         seed: Seed of the random initialisation (the driver builds the weights once, so every actor agrees).
         use_gpu: One GPU per actor; fails fast when the cluster has none.
         batch_size: Snippets per forward pass (each is 10 crops; 20 in the field recipe).
@@ -105,16 +106,20 @@ class ExtractOptions:
 
 
 def build_backbone_state(cfg: I3DConfig, opts: ExtractOptions) -> tuple[dict[str, torch.Tensor], str]:
-    """Build the backbone once on the driver: loaded weights or a seeded random initialisation.
+    """Build the backbone once on the driver: loaded weights or seeded random features.
+
+    Random init is :func:`~vad_models.i3d.model.init_random_features` (orthogonal filters, batch norm at identity),
+    deterministic per ``opts.seed``.
 
     Returns:
         ``(state_dict, weights_record)`` where the record is the weights file's sha256 or ``"random-init"``.
     """
-    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
-        torch.manual_seed(opts.seed)
+    with torch.random.fork_rng(devices=[]):  # the constructor's init must not touch the caller's RNG
         model = I3DResNet50(cfg.base_channels)
-    record = "random-init"
-    if not opts.random_init:
+    if opts.random_init:
+        record = "random-init"
+        init_random_features(model, opts.seed)
+    else:
         record = load_i3d_weights(model, str(opts.weights), opts.weights_layout)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}, record
 
@@ -226,6 +231,7 @@ def _feature_metadata(
             "weights_file": None if opts.random_init else str(opts.weights),
             "weights_layout": None if opts.random_init else opts.weights_layout,
             "random_init_seed": opts.seed if opts.random_init else None,
+            "random_init_scheme": RANDOM_INIT_SCHEME if opts.random_init else None,
             "snippet_frames": cfg.snippet_frames,
             "snippet_overlap": 0,
             "tail": "dropped",

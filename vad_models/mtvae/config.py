@@ -33,6 +33,11 @@ class MtVaeConfig:
 
     Attributes:
         feature_dim: Snippet feature width (2048 for ResNet-50 I3D).
+        standardise_features: Z-score every feature channel with the mean and standard deviation of the training
+            split, fitted once when the baseline phase starts and kept in the checkpoint, so every phase and
+            scoring see the same inputs (not in the paper: off, as RTFM and the paper feed pretrained I3D
+            features raw). Meant for random-init features, whose snippets share one large common component
+            (configs/mtvae/synthetic.yaml says why).
         num_crops: Crops per snippet (10).
         snippet_frames: Frames per snippet (16); fusion spreads a snippet's score over them.
         num_segments: S, segments every training video is resampled to by linear interpolation (§4.1).
@@ -66,6 +71,7 @@ class MtVaeConfig:
     """
 
     feature_dim: int = 2048
+    standardise_features: bool = False
     num_crops: int = 10
     snippet_frames: int = 16
     num_segments: int = 32

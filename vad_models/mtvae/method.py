@@ -10,6 +10,9 @@
    switches them off, which also drops phase 2). Drawing fresh pseudo videos every epoch keeps the paper's count
    per epoch (ratio × originals) without materialising a pseudo set.
 
+Inputs: with ``standardise_features`` every part sees z-scored features, whose statistics are fitted on the
+training examples when the baseline phase starts (:meth:`MtVaeMethod.on_phase_start`) and stored in the model.
+
 Scoring: per feature-store row (one snippet), the host and baseline probabilities averaged over the 10 crops, tagged
 with the snippet's start frame; :meth:`MtVaeMethod.fuse` spreads each snippet score over its 16 frames (alignment
 ``snippet16``, RTFM's ``np.repeat(pred, 16)``). The scores are probabilities, so without calibration they are used
@@ -25,11 +28,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from vad_models.base import InputSpec, Method, Phase, TrainContext, model_device
@@ -90,6 +94,35 @@ class MtVaeMethod(Method):
 
     # ------------------------------------------------------------------------------------------- training
 
+    def on_phase_start(
+        self,
+        model: nn.Module,
+        phase: str,
+        batches: Iterable[dict[str, torch.Tensor]],
+        cfg: MtVaeConfig,
+        ctx: TrainContext,
+    ) -> None:
+        """Baseline phase with ``standardise_features``: fit the per-channel mean and std of the training features.
+
+        One pass over every crop of every segment of the worker's examples (float64 sums, all-reduced across
+        workers so every rank holds the same statistics); the model keeps them as buffers, so a resumed run and
+        scoring reuse them. Not called again when a run resumes inside or after the baseline phase.
+        """
+        if phase != "baseline" or not cfg.standardise_features:
+            return
+        net = _unwrap(model)
+        device = model_device(net)
+        sums = torch.zeros(3, cfg.feature_dim, dtype=torch.float64, device=device)  # count, Σx, Σx²
+        for batch in batches:
+            x = batch["segments"].to(device=device, dtype=torch.float64).reshape(-1, cfg.feature_dim)
+            sums += torch.stack([torch.full_like(x[0], x.shape[0]), x.sum(0), x.pow(2).sum(0)])
+        if ctx.world_size > 1 and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(sums)
+        count = sums[0].clamp_min(1.0)
+        mean = sums[1] / count
+        std = (sums[2] / count - mean.pow(2)).clamp_min(0.0).sqrt()
+        net.set_feature_stats(mean.float(), std.float())
+
     def make_examples(
         self, rows: dict[str, np.ndarray], cfg: MtVaeConfig, rng: np.random.Generator
     ) -> dict[str, np.ndarray]:
@@ -115,7 +148,7 @@ class MtVaeMethod(Method):
     ) -> dict[str, torch.Tensor]:
         net = _unwrap(model)
         labels = batch["video_label"].float().view(-1)
-        segments = batch["segments"].float()  # (B, C, S, F)
+        segments = net.standardise(batch["segments"].float())  # (B, C, S, F)
         if ctx.phase == "baseline":
             bce = video_bce(net.baseline(segments), labels)
             return {"loss": bce, "bce": bce.detach()}
@@ -129,7 +162,7 @@ class MtVaeMethod(Method):
     def _vae_step(
         net: MtVaeModel, batch: dict[str, torch.Tensor], labels: torch.Tensor, cfg: MtVaeConfig
     ) -> dict[str, torch.Tensor]:
-        feats = batch["vae_feats"].float()  # (B, M, F)
+        feats = net.standardise(batch["vae_feats"].float())  # (B, M, F); padding rows are masked below
         valid = batch["vae_mask"] > 0.5  # (B, M)
         net.baseline.eval()  # frozen after phase 1: no dropout when selecting abnormal snippets
         with torch.no_grad():
@@ -167,7 +200,7 @@ class MtVaeMethod(Method):
         out: dict[str, list[np.ndarray]] = {k: [] for k in ("video_id", "frame_idx", *SCORE_COLUMNS)}
         for video_id in dict.fromkeys(video_ids):
             mask = video_ids == video_id
-            feats = torch.from_numpy(video_features(rows, mask, cfg, video_id)).to(device)  # (n, C, F)
+            feats = net.standardise(torch.from_numpy(video_features(rows, mask, cfg, video_id)).to(device))  # (n, C, F)
             baseline = torch.sigmoid(net.baseline(feats)).mean(dim=1)  # (n,)
             host = torch.sigmoid(net.host_logits(feats.transpose(0, 1))[0]).mean(dim=0)  # crops as sequences
             order = np.argsort(np.asarray(rows["snippet_idx"])[mask], kind="stable")  # as video_features orders

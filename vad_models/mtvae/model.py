@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -191,11 +193,18 @@ class RtfmHost(nn.Module):
 
 
 class MtVaeModel(nn.Module):
-    """All trained parts in one module (one checkpoint): baseline, MT-VAE and host (MLP or RTFM-style)."""
+    """All trained parts in one module (one checkpoint): baseline, MT-VAE and host (MLP or RTFM-style).
+
+    The per-channel input statistics ``feature_mean`` / ``feature_std`` (buffers, so they travel in the checkpoint)
+    are the identity (0 / 1) unless ``standardise_features`` fitted them (:meth:`set_feature_stats`). The parts
+    take standardised features (:meth:`standardise`); :meth:`forward` takes raw ones.
+    """
 
     def __init__(self, cfg: MtVaeConfig) -> None:
         super().__init__()
         h1, h2, p = cfg.classifier_hidden1, cfg.classifier_hidden2, cfg.dropout
+        self.register_buffer("feature_mean", torch.zeros(cfg.feature_dim))
+        self.register_buffer("feature_std", torch.ones(cfg.feature_dim))
         self.baseline = SnippetClassifier(cfg.feature_dim, h1, h2, p)
         self.vae = MultiTaskVae(cfg.feature_dim, cfg.vae_dims)
         self.host: nn.Module = (
@@ -204,8 +213,25 @@ class MtVaeModel(nn.Module):
             else SnippetClassifier(cfg.feature_dim, h1, h2, p)
         )
 
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., F)`` raw features → ``(x − feature_mean) / feature_std`` (the identity until fitted)."""
+        _check_features(x, self.feature_mean.shape[0], "MtVaeModel")
+        return (x - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the standardisation statistics (``(F,)`` each; ``std`` is floored at 1e-6 for constant channels)."""
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp_min(1e-6))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Checkpoints written before the statistics existed hold raw-feature models: load them as the identity.
+        state_dict.setdefault(prefix + "feature_mean", torch.zeros_like(self.feature_mean))
+        state_dict.setdefault(prefix + "feature_std", torch.ones_like(self.feature_std))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def host_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(N, T, F)`` → ``(logits (N, T), MTN features (N, T, F) or None for the MLP host)``."""
+        """``(N, T, F)`` standardised → ``(logits (N, T), MTN features (N, T, F) or None for the MLP host)``."""
         if isinstance(self.host, RtfmHost):
             feats, logits = self.host(x)
             return logits, feats
@@ -215,9 +241,9 @@ class MtVaeModel(nn.Module):
         """Host anomaly scores.
 
         Args:
-            x: ``(N, T, F)`` snippet features.
+            x: ``(N, T, F)`` raw snippet features (standardised here).
 
         Returns:
             ``(N, T)`` scores in [0, 1].
         """
-        return torch.sigmoid(self.host_logits(x)[0])
+        return torch.sigmoid(self.host_logits(self.standardise(x))[0])

@@ -102,6 +102,12 @@ def run_phases(method: Method, cfg: Any, rows: dict[str, np.ndarray], seed: int 
     for phase in method.phases(cfg):
         optimizer = method.configure_optimizer(model, cfg, phase.name)
         scheduler = method.configure_scheduler(optimizer, cfg, phase.name)
+        first = examples_per_video(method, rows, cfg, seed=int(gen.integers(1 << 30)))
+        batches = (
+            {k: torch.from_numpy(v[i : i + int(cfg.batch_size)]) for k, v in first.items()}
+            for i in range(0, len(first["video_label"]), int(cfg.batch_size))
+        )
+        method.on_phase_start(model, phase.name, batches, cfg, TrainContext(phase.name, 0, step))
         for epoch in range(phase.epochs):
             model.train()
             examples = examples_per_video(method, rows, cfg, seed=int(gen.integers(1 << 30)))

@@ -139,6 +139,40 @@ def test_task_scores_per_snippet_in_order_and_mean_over_crops() -> None:
     assert np.allclose(ordered["baseline_score"][a], expected)
 
 
+def test_standardisation_is_fitted_once_at_the_baseline_start_and_used_everywhere(examples) -> None:
+    rng = np.random.default_rng(0)
+    rows = _two_videos(rng, 7, 5)
+    rows["features"] = 50.0 + 0.1 * rows["features"]  # a large common offset, as random-init features have
+    cfg = replace(CFG, standardise_features=True)
+    ex = examples(METHOD, rows, cfg)
+    model = METHOD.build_model(cfg)
+    halves = [{k: torch.from_numpy(v[i : i + 1]) for k, v in ex.items()} for i in range(2)]  # two batches
+    METHOD.on_phase_start(model, "mtvae", iter(halves), cfg, TrainContext("mtvae", 0, 0))
+    assert torch.equal(model.feature_mean, torch.zeros(cfg.feature_dim))  # only the baseline phase fits
+    METHOD.on_phase_start(model, "baseline", iter(halves), cfg, TrainContext("baseline", 0, 0))
+    flat = ex["segments"].reshape(-1, cfg.feature_dim).astype(np.float64)
+    np.testing.assert_allclose(model.feature_mean.numpy(), flat.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(model.feature_std.numpy(), flat.std(0), rtol=1e-4)
+    z = model.standardise(torch.from_numpy(ex["segments"]))
+    assert abs(float(z.mean())) < 1e-4 and abs(float(z.std()) - 1.0) < 0.01
+    # scoring reads raw store rows and standardises them with the stored statistics
+    scores = METHOD.task_scores(model.eval(), rows, cfg)
+    feats = torch.from_numpy(rows["features"][rows["video_id"] == "a"])
+    with torch.no_grad():
+        expected = torch.sigmoid(model.baseline(model.standardise(feats))).mean(dim=1).numpy()
+    np.testing.assert_allclose(scores["baseline_score"][scores["video_id"] == "a"], expected, rtol=1e-5)
+    # the statistics are part of the checkpoint; old checkpoints without them load as the identity
+    again = METHOD.build_model(cfg)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.feature_std, model.feature_std)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("feature_")}
+    again.load_state_dict(old)
+    assert torch.equal(again.feature_mean, torch.zeros(cfg.feature_dim))
+    off = METHOD.build_model(CFG)
+    METHOD.on_phase_start(off, "baseline", iter(halves), CFG, TrainContext("baseline", 0, 0))
+    assert torch.equal(off.feature_std, torch.ones(CFG.feature_dim))  # standardise_features off: the identity
+
+
 def test_fuse_spreads_each_snippet_over_16_frames() -> None:
     scores = {"frame_idx": np.array([0, 16, 32]), "host_score": np.array([0.1, 0.9, 0.2]),
               "baseline_score": np.array([0.5, 0.5, 0.0])}  # fmt: skip
