@@ -1,23 +1,37 @@
 """Clip store: a dataset's videos decoded into overlapping frame segments, as hive-partitioned Parquet.
 
-Pipeline (Ray Data; one block per video, so one task decodes one video on one core):
+Pipeline (one pass; Ray Data, one block per video, so one task decodes one video on one core):
 
 1. **Manifest** (driver): the dataset adapter lists the videos and their labels.
-2. **Validation pass** (``map``): :func:`validate_video` probes each input and decodes every frame through the
-   same path the write pass uses, counting them. Inputs that fail go to quarantine with stage ``probe`` or
-   ``decode``.
+2. **Decode and stage** (``map``): :func:`stage_video` opens each input once
+   (:class:`~pipelines.decode.FrameSource`: the probe), decodes it once and streams its segments of S frames,
+   overlapping by ``FrameSpec.effective_overlap`` (``window - 1`` by default), into Parquet part files under
+   ``STORE/_staging/`` (one row group per segment). It returns a small status row: frames decoded, or the stage
+   that failed. Inputs that cannot be opened are quarantined with stage ``probe``, inputs that fail part-way with
+   stage ``decode``; their staged files are deleted.
 3. **Checks** (driver): videos shorter than one window (stage ``length``) and videos whose frame labels do not
    fit the decoded frame count (stage ``labels``) are quarantined too; labels are never truncated or padded.
-4. **Write pass** (``flat_map``): :func:`decode_segments` streams each remaining video as segments of S frames
-   overlapping by ``FrameSpec.effective_overlap`` (``window - 1`` by default) into
-   ``STORE/data/dataset=<name>/split=<split>/``.
+4. **Commit** (driver): the part files of the videos that passed are moved to
+   ``STORE/data/dataset=<name>/split=<split>/`` (a rename on local disks, a server-side copy + delete on S3,
+   which has no rename); then ``STORE/_staging/`` is deleted with whatever the rejected videos left there.
 5. ``manifest.parquet``, ``labels.parquet``, ``quarantine.parquet``, and ``_store.json`` **last**.
 
-**No partial videos.** A video reaches the write pass only after a full decode succeeded, so a corrupt,
-truncated or unreadable input leaves no segment behind. Decoding is streamed in both passes, so memory stays
-bounded by one segment plus one decode chunk whatever the video length; the price is decoding every video twice.
-If a video that validated fails in the write pass anyway (e.g. the file changed underneath), the task raises,
-the job fails and no ``_store.json`` is written: readers refuse the store and a rerun needs ``--overwrite``.
+**No partial videos.** Nothing reaches ``STORE/data/`` before its video decoded completely and passed the
+checks, so a corrupt, truncated or unreadable input leaves no segment behind. Readers never look at
+``STORE/_staging/`` (it is outside ``data/``, and its name starts with ``_``, which Ray Data skips). Decoding is
+streamed, so a task's memory stays bounded by one segment plus one decode chunk whatever the video length, and
+each video is downloaded and decoded exactly once. A task that dies part-way is rerun by Ray Data and rewrites
+the same staged names. If the job fails (a store outage outlasting the retries, a killed driver), no
+``_store.json`` is written: readers refuse the store and a rerun needs ``--overwrite``.
+
+**Parquet layout.** One video per part file (a new part every :data:`_PART_BYTES` of frames), one row group per
+segment. ``frames`` is one ``large_binary`` value per segment: the raw ``uint8`` bytes of its ``[S, H, W, C]``
+array in C order (``"frames_encoding": "raw_uint8"`` in ``_store.json``; ``H, W, C`` are the frame spec's, ``S``
+is the value's length / (H x W x C), also the row's ``num_frames``), zstd level 1, no dictionary, no statistics.
+Ray's tensor column (``uint8`` values in a Parquet list, which Parquet stores as 32-bit integers) cost about as
+much to encode as decoding a small source, even with ``BYTE_STREAM_SPLIT``. :func:`pipelines.stores.read_store`
+(so :func:`read_clip_store`) decodes the binary column back to that tensor column without copying, so readers
+see the same arrays as from stores written before (tensor column, no ``frames_encoding``), which still read.
 
 Example:
     >>> summary = build_clip_store("folder", "data/corpus", "stores/demo", "luss_ae", size=(64, 64))  # doctest: +SKIP
@@ -27,22 +41,27 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from pipelines import storage
 from pipelines.datasets import SPLITS, DatasetAdapter, LabelMismatchError, VideoEntry, get_dataset
-from pipelines.decode import count_frames, decoder_info, iter_segments, probe
+from pipelines.decode import FrameSource, decoder_info
 from pipelines.sources import limit_per_split, manifest_sha256
 from pipelines.stores import (
     DATA_DIR,
+    FRAMES_RAW_UINT8,
     StoreError,
     prepare_store,
     read_store,
@@ -57,15 +76,34 @@ from vad_models.base import FrameSpec, get_frame_spec
 __all__ = [
     "IngestSummary",
     "build_clip_store",
-    "decode_segments",
     "effective_spec",
     "read_clip_store",
     "segment_starts",
-    "validate_video",
+    "stage_video",
 ]
 
 _MAX_BLOCKS = 10_000  # one block (= one decode task) per video, up to this many
 _MAP_RETRIES = 3  # task-level retries of StorageError, on top of pipelines.storage's per-request retries
+_STAGING_DIR = "_staging"  # STORE/_staging/<video index>_<part>.parquet until committed
+_PART_BYTES = 1 << 30  # start a new part file after this many bytes of frames (S3 copies one object up to 5 GiB)
+_COMMIT_THREADS = 16  # concurrent moves when committing (S3 copies are server-side, seconds each)
+
+# Row layout of a part file (partition columns dataset/split live in the directory names).
+_SEGMENT_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("start_frame", pa.int64()),
+        ("num_frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("frames", pa.large_binary()),  # raw uint8 [num_frames, H, W, C], C order (FRAMES_RAW_UINT8)
+    ]
+)
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": ["video_id"],
+    "write_statistics": ["video_id", "start_frame", "num_frames", "fps"],
+}
 
 
 @dataclass(frozen=True)
@@ -134,61 +172,42 @@ def segment_starts(num_frames: int, spec: FrameSpec) -> list[int]:
     return starts
 
 
-def validate_video(row: dict[str, Any], spec: FrameSpec) -> dict[str, Any]:
-    """Ray ``map`` stage: probe one input and decode all of it, counting frames.
+def stage_video(row: dict[str, Any], spec: FrameSpec) -> dict[str, Any]:
+    """Ray ``map`` stage: decode one input once, streaming its segments into staged Parquet part files.
 
-    Required columns: ``video_id``, ``uri``.
+    Required columns: ``video_id``, ``uri``, ``staging`` (URI prefix of this video's part files).
     Added columns: ``ok`` (bool), ``stage`` and ``error`` (why it failed, else ``""``), ``num_frames``
-    (decoded), ``fps``, ``height``, ``width`` (native).
-    """
-    out = dict(row, ok=False, stage="", error="", num_frames=0, fps=float("nan"), height=0, width=0)
-    try:
-        info = probe(row["uri"])
-    except storage.StorageError:
-        raise  # the object store failed, not the input: the task is retried (see _retry_storage_errors)
-    except Exception as exc:  # any failure to open is a property of the input: quarantine, never crash the job
-        return dict(out, stage="probe", error=_describe(exc))
-    out.update(fps=info.fps, height=info.height, width=info.width)
-    try:
-        num_frames = count_frames(row["uri"], spec)
-    except storage.StorageError:
-        raise
-    except Exception as exc:
-        return dict(out, stage="decode", error=_describe(exc))
-    return dict(out, ok=True, num_frames=num_frames)
-
-
-def decode_segments(row: dict[str, Any], spec: FrameSpec) -> Iterator[dict[str, Any]]:
-    """Ray ``flat_map`` stage: one validated video -> its segment rows, streamed.
-
-    Required columns: ``video_id``, ``dataset``, ``split``, ``uri``, ``fps``, ``num_frames`` (validated count).
-    Output columns: ``video_id, dataset, split, start_frame, num_frames, fps, frames`` (uint8 ``[n, H, W, C]``).
+    (decoded), ``fps``, ``height``, ``width`` (native), ``parts`` (part files written: ``_part_uri(staging, i)``
+    for ``i < parts``; 0 when it failed, its staged files then deleted).
 
     Raises:
-        RuntimeError: If the video decodes differently from its validation pass (fails the job on purpose, so
-            that no store with a partial video is ever committed).
+        StorageError: If the object store fails (reading the input or writing the parts): not a property of the
+            input, so the task is retried (see :func:`_retry_storage_errors`) and the job fails if it persists.
     """
-    decoded = 0
+    out = dict(row, ok=False, stage="", error="", num_frames=0, fps=float("nan"), height=0, width=0, parts=0)
     try:
-        for start, frames in iter_segments(row["uri"], spec):
-            decoded = start + len(frames)
-            yield {
-                "video_id": row["video_id"],
-                "dataset": row["dataset"],
-                "split": row["split"],
-                "start_frame": np.int64(start),
-                "num_frames": np.int64(len(frames)),
-                "fps": np.float64(row["fps"]),
-                "frames": frames,
-            }
+        source = FrameSource(row["uri"])
     except storage.StorageError:
         raise
-    except Exception as exc:
-        raise RuntimeError(f"{row['uri']} failed in the write pass after validating: {_describe(exc)}") from exc
-    if decoded != row["num_frames"]:
-        raise RuntimeError(
-            f"{row['uri']} decoded to {decoded} frames in the write pass but {row['num_frames']} when validated"
-        )
+    except Exception as exc:  # any failure to open is a property of the input: quarantine, never crash the job
+        return dict(out, stage="probe", error=_describe(exc))
+    with source:
+        info = source.info
+        out.update(fps=info.fps, height=info.height, width=info.width)
+        writer = _PartWriter(row["staging"], row["video_id"], info.fps)
+        num_frames = 0
+        try:
+            for start, frames in _decoding(source.segments(spec)):
+                writer.write(start, frames)
+                num_frames = start + len(frames)
+            parts = writer.close()
+        except _DecodeFailed as failed:
+            writer.discard()
+            return dict(out, stage="decode", error=_describe(failed.cause))
+        except BaseException:
+            writer.discard()
+            raise
+    return dict(out, ok=True, num_frames=num_frames, parts=parts)
 
 
 def build_clip_store(
@@ -246,17 +265,23 @@ def build_clip_store(
     by_id = {e.video_id: e for e in entries}
     if len(by_id) != len(entries):
         raise ValueError(f"{dataset} at {root}: video ids are not unique across splits")
-    rows = [{"video_id": e.video_id, "dataset": dataset, "split": e.split, "uri": e.uri} for e in entries]
-    print(f"[ingest] {dataset}: validating {len(rows)} videos (full decode, {spec_name} frames)", flush=True)
-    checked = _run_validation(rows, frame_spec)
-    good, quarantine, labels = _check_videos(entries, checked, frame_spec)
-
-    if good:
-        print(f"[ingest] writing segments of {len(good)} videos to {out} ({len(quarantine)} quarantined)", flush=True)
-        fs, path = storage.resolve(storage.join(out, DATA_DIR))
-        ds = _retry_storage_errors(ray.data.from_items(good, override_num_blocks=min(len(good), _MAX_BLOCKS)))
-        ds = ds.flat_map(decode_segments, fn_kwargs={"spec": frame_spec})
-        ds.write_parquet(path, filesystem=fs, partition_cols=["dataset", "split"])
+    staging = storage.join(out, _STAGING_DIR)
+    rows = [
+        {
+            "video_id": e.video_id,
+            "dataset": dataset,
+            "split": e.split,
+            "uri": e.uri,
+            "staging": _staging_prefix(staging, i),
+        }
+        for i, e in enumerate(entries)
+    ]
+    print(f"[ingest] {dataset}: decoding {len(rows)} videos ({spec_name} frames) into {out}", flush=True)
+    staged = _run_staging(rows, frame_spec)
+    good, quarantine, labels = _check_videos(entries, staged, frame_spec)
+    _commit(out, good)
+    if storage.exists(staging):  # rejected videos' parts, and anything a killed attempt left behind
+        storage.delete(staging, recursive=True)
 
     write_manifest(out, [dict(r, video_label=by_id[r["video_id"]].video_label) for r in good])
     write_labels(out, labels)
@@ -303,15 +328,135 @@ def read_clip_store(uri: str, split: str | None = None) -> ray.data.Dataset:
 # Internals
 
 
-def _run_validation(rows: list[dict[str, Any]], spec: FrameSpec) -> list[dict[str, Any]]:
+def _run_staging(rows: list[dict[str, Any]], spec: FrameSpec) -> list[dict[str, Any]]:
     ds = _retry_storage_errors(ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS)))
-    return ds.map(validate_video, fn_kwargs={"spec": spec}).take_all()
+    return ds.map(stage_video, fn_kwargs={"spec": spec}).take_all()
+
+
+class _DecodeFailed(Exception):
+    """A decode error of the input (not of the store), carried out of the write loop."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _decoding(segments: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+    """``segments``, with any decoding error (but a storage outage) raised as :class:`_DecodeFailed`."""
+    while True:
+        try:
+            item = next(segments)
+        except StopIteration:
+            return
+        except storage.StorageError:
+            raise
+        except Exception as exc:
+            raise _DecodeFailed(exc) from exc
+        yield item
+
+
+def _staging_prefix(staging: str, index: int) -> str:
+    return storage.join(staging, f"{index:06d}")
+
+
+def _part_uri(prefix: str, part: int) -> str:
+    return f"{prefix}_{part:03d}.parquet"
+
+
+class _PartWriter:
+    """One video's segments -> Parquet part files ``<prefix>_<part>.parquet`` (one row group per segment).
+
+    A new part starts after :data:`_PART_BYTES` of frames. Memory holds one segment (plus the encoder's page
+    buffers); S3 output streams upload in parts as they fill. Store errors raise ``StorageError``.
+    """
+
+    def __init__(self, prefix: str, video_id: str, fps: float) -> None:
+        self.prefix, self.video_id, self.fps = prefix, video_id, float(fps)
+        self.parts = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._bytes = 0
+
+    def write(self, start: int, frames: np.ndarray) -> None:
+        if self._writer is None or self._bytes >= _PART_BYTES:
+            self._next_part()
+        table = pa.Table.from_arrays(
+            [
+                pa.array([self.video_id], pa.string()),
+                pa.array([start], pa.int64()),
+                pa.array([len(frames)], pa.int64()),
+                pa.array([self.fps], pa.float64()),
+                _binary_value(frames),
+            ],
+            schema=_SEGMENT_SCHEMA,
+        )
+        writer = self._writer
+        self._io("write", lambda: writer.write_table(table))
+        self._bytes += frames.nbytes
+
+    def close(self) -> int:
+        """Finish the last part; returns the number of parts written."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._io("write", writer.close)
+        return self.parts
+
+    def discard(self) -> None:
+        """Best effort: close and delete every part written (the driver deletes all of staging anyway)."""
+        with contextlib.suppress(Exception):  # an error is being handled already
+            self.close()
+        for part in range(self.parts):
+            with contextlib.suppress(Exception):
+                storage.delete(_part_uri(self.prefix, part))
+        self.parts = 0
+
+    def _next_part(self) -> None:
+        self.close()
+        uri = _part_uri(self.prefix, self.parts)
+        storage.makedirs(uri.rsplit("/", 1)[0])  # local folders; a no-op on S3
+        fs, path = storage.resolve(uri)
+        self._writer = self._io(
+            "open", lambda: pq.ParquetWriter(path, _SEGMENT_SCHEMA, filesystem=fs, **_PARQUET_OPTIONS)
+        )
+        self.parts += 1
+        self._bytes = 0
+
+    def _io(self, op: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except OSError as exc:  # the store failed, not the input: retried as a task, then the job fails
+            uri = _part_uri(self.prefix, max(self.parts - 1, 0))
+            raise storage.StorageError(
+                f"{op} {uri!r} failed: {type(exc).__name__}: {storage.redact(str(exc))}"
+            ) from None
+
+
+def _binary_value(frames: np.ndarray) -> pa.Array:
+    """A one-row ``large_binary`` array over the bytes of ``frames`` (uint8, C order; no copy when contiguous)."""
+    if frames.dtype != np.uint8:
+        raise TypeError(f"frames must be uint8, got {frames.dtype}")
+    flat = np.ascontiguousarray(frames).reshape(-1)
+    offsets = pa.py_buffer(np.array([0, flat.size], np.int64))
+    return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(flat)])
+
+
+def _commit(out: str, good: list[dict[str, Any]]) -> None:
+    """Move the staged parts of the videos that passed every check into their hive partitions."""
+    moves = []
+    for video in good:
+        folder = storage.join(out, DATA_DIR, f"dataset={video['dataset']}", f"split={video['split']}")
+        for part in range(video["parts"]):
+            src = _part_uri(video["staging"], part)
+            moves.append((src, storage.join(folder, src.rsplit("/", 1)[-1])))
+    if not moves:
+        return
+    with ThreadPoolExecutor(max_workers=min(_COMMIT_THREADS, len(moves))) as pool:
+        list(pool.map(lambda move: storage.move(*move), moves))
 
 
 def _check_videos(
     entries: Sequence[VideoEntry], checked: list[dict[str, Any]], spec: FrameSpec
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]], dict[str, np.ndarray]]:
-    """Split validated rows into store rows, quarantine rows and frame labels (driver side, manifest order)."""
+    """Split staged rows into store rows, quarantine rows and frame labels (driver side, manifest order)."""
     results = {row["video_id"]: row for row in checked}
     good, quarantine, labels = [], [], {}
     for entry in entries:
@@ -338,6 +483,8 @@ def _check_videos(
                 "fps": float(row["fps"]),
                 "height": int(row["height"]),
                 "width": int(row["width"]),
+                "staging": str(row["staging"]),
+                "parts": int(row["parts"]),
             }
         )
     return good, quarantine, labels
@@ -361,6 +508,12 @@ def _store_metadata(
         "datasets": [dataset],
         "splits": sorted({r["split"] for r in good}, key=SPLITS.index),
         "decoder": decoder_info(),
+        "frames_encoding": FRAMES_RAW_UINT8,
+        "parquet": {
+            "row_group": "one segment",
+            "compression": f"{_PARQUET_OPTIONS['compression']} level {_PARQUET_OPTIONS['compression_level']}",
+            "frames": "large_binary, one value per segment, plain, no dictionary, no statistics",
+        },
         "package_version": _package_version(),
         "source": source,
         "counts": {
@@ -389,4 +542,3 @@ def _package_version() -> str:
         return importlib.metadata.version("vad-ray")
     except importlib.metadata.PackageNotFoundError:  # running from a checkout without installing
         return "unknown"
-

@@ -4,7 +4,8 @@ Two kinds of input, told apart by the URI's extension:
 
 * **Video files** (``.mp4 .avi .mkv .mov``) are decoded with decord's ``VideoReader`` pinned to
   ``num_threads=1`` (one Ray task = one core, REFERENCE.md §10), :data:`DECODE_CHUNK` frames per
-  ``get_batch`` call, never the whole video at once; the reader is released when the generator ends.
+  ``get_batch`` call, never the whole video at once; the reader is released when the generator ends (or the
+  :class:`FrameSource` is closed).
   decord needs a local file, so ``s3://`` (and ``memory://``) videos are first downloaded to a temporary file by
   :func:`pipelines.storage.local_copy`, which is deleted when decoding ends (the task's local disk must hold
   one video at a time).
@@ -29,6 +30,11 @@ video length (tests/pipelines/test_decode.py measures it on a 3,000-frame video 
 (an AVI header may count dropped frames; a truncated MKV decodes fewer frames than its duration implies).
 Any decoding error raises :class:`DecodeError`.
 
+**One pass.** :class:`FrameSource` opens an input once: opening probes it (frame 0 decoded, kept as the first
+chunk), iterating decodes the rest. :func:`probe`, :func:`iter_frames`, :func:`iter_segments` and
+:func:`count_frames` are one-call wrappers around it; the clip store uses it directly so that each video is
+downloaded and decoded exactly once while a failure to open still tells apart from a failure part-way.
+
 Example:
     >>> from vad_models.base import FrameSpec
     >>> spec = FrameSpec(64, 64, 1, window=5, segment_frames=32)
@@ -38,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 from collections.abc import Iterator
@@ -58,6 +65,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "DecodeError",
+    "FrameSource",
     "VideoInfo",
     "count_frames",
     "decoder_info",
@@ -150,21 +158,107 @@ def probe(uri: str) -> VideoInfo:
         >>> probe("videos/cam1.mp4")  # doctest: +SKIP
         VideoInfo(num_frames=1500, fps=25.0, height=480, width=856)
     """
-    if is_video_file(uri):
+    with FrameSource(uri) as source:
+        return source.info
+
+
+class FrameSource:
+    """One input opened once: :attr:`info` (what :func:`probe` returns), then every frame, in one pass.
+
+    Opening *is* the probe: a video's container is opened and frame 0 decoded, a frame folder is listed and its
+    first image read. So a :class:`DecodeError` from the constructor means the input cannot be opened at all, and
+    one raised while iterating means it failed part-way (the clip store's quarantine stages ``probe`` and
+    ``decode``). Frame 0 is kept and handed out as the first chunk, so nothing is decoded twice, and a remote
+    video is downloaded once. The frames can be iterated once; :meth:`close` (or leaving the ``with`` block)
+    releases the decoder and any temporary local copy.
+
+    Attributes:
+        uri: The input.
+        info: Its :class:`VideoInfo` (container-reported frame count; native size of frame 0).
+
+    Example:
+        >>> with FrameSource("videos/cam1.mp4") as source:  # doctest: +SKIP
+        ...     fps = source.info.fps
+        ...     starts = [start for start, _ in source.segments(spec)]
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._stack = contextlib.ExitStack()
+        self._reader: decord.VideoReader | None = None
+        self._files: list[str] = []
+        self._first: np.ndarray | None = None  # frame 0, RGB [1, h, w, 3], until the frames are iterated
         try:
-            with storage.local_copy(uri) as path:
-                reader = _open_reader(path, uri)
-                try:
-                    first = _get_batch(reader, [0], uri)
-                    fps = float(reader.get_avg_fps())
-                    return VideoInfo(len(reader), fps, int(first.shape[1]), int(first.shape[2]))
-                finally:
-                    del reader
-        except FileNotFoundError:
-            raise DecodeError(f"video {uri} does not exist") from None
-    files = list_frame_files(uri)
-    first = _read_image(files[0])
-    return VideoInfo(len(files), float("nan"), int(first.shape[0]), int(first.shape[1]))
+            if is_video_file(uri):
+                try:  # s3:// and memory:// are downloaded to a temporary file, deleted by close()
+                    path = self._stack.enter_context(storage.local_copy(uri))
+                except FileNotFoundError:
+                    raise DecodeError(f"video {uri} does not exist") from None
+                self._reader = _open_reader(path, uri)
+                self._first = _get_batch(self._reader, [0], uri)
+                total, fps = len(self._reader), float(self._reader.get_avg_fps())
+            else:
+                self._files = list_frame_files(uri)
+                self._first = _read_image(self._files[0])[None]
+                total, fps = len(self._files), float("nan")
+        except BaseException:
+            self.close()
+            raise
+        self.info = VideoInfo(total, fps, int(self._first.shape[1]), int(self._first.shape[2]))
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the decoder now (not at some later garbage collection) and delete any temporary copy."""
+        self._reader = None
+        self._first = None
+        self._stack.close()
+
+    def chunks(self, chunk_frames: int = DECODE_CHUNK) -> Iterator[np.ndarray]:
+        """Every frame at native resolution, RGB uint8 ``[k, h, w, 3]``: frame 0 alone, then ``chunk_frames`` at a time.
+
+        Raises:
+            DecodeError: On any decode failure (after the earlier chunks were yielded).
+            RuntimeError: If the frames were iterated before (one pass per source).
+        """
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        if self._first is None:
+            raise RuntimeError(f"the frames of {self.uri} were already read (or the source is closed)")
+        first, self._first = self._first, None
+        yield first
+        if self._reader is not None:
+            total = len(self._reader)
+            for begin in range(1, total, chunk_frames):
+                yield _get_batch(self._reader, list(range(begin, min(total, begin + chunk_frames))), self.uri)
+            return
+        for begin in range(1, len(self._files), chunk_frames):
+            chunk = []
+            for name in self._files[begin : begin + chunk_frames]:
+                img = _read_image(name)
+                if img.shape != first.shape[1:]:
+                    raise DecodeError(
+                        f"frame {name} is {img.shape[1]}x{img.shape[0]} but the first frame of {self.uri} is "
+                        f"{first.shape[2]}x{first.shape[1]}"
+                    )
+                chunk.append(img)
+            yield np.stack(chunk)
+
+    def frames(
+        self, height: int | None = None, width: int | None = None, channels: int = 3, chunk_frames: int = DECODE_CHUNK
+    ) -> Iterator[np.ndarray]:
+        """Every frame as ``[k, height, width, channels]`` uint8 chunks (see :func:`iter_frames`)."""
+        for chunk in self.chunks(chunk_frames):
+            yield resize_frames(chunk, height, width, channels)
+
+    def segments(self, spec: FrameSpec, size: tuple[int, int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The overlapping segments of :func:`iter_segments`, from this source."""
+        height, width, channels = _output_geometry(spec, size)
+        return _segments(self.frames(height, width, channels), spec.segment_frames, spec.effective_overlap)
 
 
 def resize_frames(frames: np.ndarray, height: int | None, width: int | None, channels: int) -> np.ndarray:
@@ -221,15 +315,14 @@ def iter_frames(
     """
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-    raw = _video_chunks(uri, chunk_frames) if is_video_file(uri) else _folder_chunks(uri, chunk_frames)
-    for chunk in raw:
-        yield resize_frames(chunk, height, width, channels)
+    with FrameSource(uri) as source:
+        yield from source.frames(height, width, channels, chunk_frames)
 
 
 def count_frames(uri: str, spec: FrameSpec | None = None, size: tuple[int, int] | None = None) -> int:
     """Decode every frame (through the same path as :func:`iter_segments`) and return how many there are.
 
-    This is the validation pass of the clip store: a video whose count is returned here decodes cleanly.
+    A video whose count is returned here decodes cleanly.
 
     Args:
         uri: Video file or frame folder.
@@ -265,33 +358,15 @@ def iter_segments(uri: str, spec: FrameSpec, size: tuple[int, int] | None = None
 
     Raises:
         DecodeError: On any decoding failure; segments yielded before it are then incomplete, so callers that
-            must not keep partial videos validate with :func:`count_frames` first.
+            must not keep partial videos hold them back until the last one came (the clip store stages them).
 
     Example:
         >>> spec = FrameSpec(64, 64, 1, window=17, segment_frames=128)  # doctest: +SKIP
         >>> [s for s, _ in iter_segments("videos/300_frames.mp4", spec)]  # doctest: +SKIP
         [0, 112, 224]
     """
-    height, width, channels = _output_geometry(spec, size)
-    seg_len, overlap = spec.segment_frames, spec.effective_overlap
-    buf: np.ndarray | None = None
-    filled, start = 0, 0
-    for chunk in iter_frames(uri, height, width, channels):
-        if buf is None:
-            buf = np.empty((seg_len, *chunk.shape[1:]), dtype=np.uint8)
-        pos = 0
-        while pos < len(chunk):
-            take = min(seg_len - filled, len(chunk) - pos)
-            buf[filled : filled + take] = chunk[pos : pos + take]
-            filled, pos = filled + take, pos + take
-            if filled == seg_len:
-                done, buf = buf, np.empty_like(buf)
-                buf[:overlap] = done[seg_len - overlap :]  # the next segment starts with the shared frames
-                yield start, done
-                start, filled = start + seg_len - overlap, overlap
-    # After a full segment the first `overlap` frames of the buffer were already emitted.
-    if buf is not None and filled > (overlap if start > 0 else 0):
-        yield start, buf[:filled].copy()
+    with FrameSource(uri) as source:
+        yield from source.segments(spec, size)
 
 
 def decoder_info() -> dict[str, str | int]:
@@ -323,6 +398,28 @@ def _output_geometry(spec: FrameSpec | None, size: tuple[int, int] | None) -> tu
     return height, width, spec.channels if spec is not None else 3
 
 
+def _segments(chunks: Iterator[np.ndarray], seg_len: int, overlap: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Overlapping segments of ``seg_len`` frames (``overlap`` shared) from a stream of frame chunks."""
+    buf: np.ndarray | None = None
+    filled, start = 0, 0
+    for chunk in chunks:
+        if buf is None:
+            buf = np.empty((seg_len, *chunk.shape[1:]), dtype=np.uint8)
+        pos = 0
+        while pos < len(chunk):
+            take = min(seg_len - filled, len(chunk) - pos)
+            buf[filled : filled + take] = chunk[pos : pos + take]
+            filled, pos = filled + take, pos + take
+            if filled == seg_len:
+                done, buf = buf, np.empty_like(buf)
+                buf[:overlap] = done[seg_len - overlap :]  # the next segment starts with the shared frames
+                yield start, done
+                start, filled = start + seg_len - overlap, overlap
+    # After a full segment the first `overlap` frames of the buffer were already emitted.
+    if buf is not None and filled > (overlap if start > 0 else 0):
+        yield start, buf[:filled].copy()
+
+
 def _open_reader(path: str, uri: str) -> decord.VideoReader:
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
@@ -343,38 +440,6 @@ def _get_batch(reader: decord.VideoReader, indices: list[int], uri: str) -> np.n
         raise DecodeError(
             f"decoding frames {indices[0]}-{indices[-1]} of {uri} failed: {_first_line(exc)}"
         ) from None
-
-
-def _video_chunks(uri: str, chunk_frames: int) -> Iterator[np.ndarray]:
-    try:
-        with storage.local_copy(uri) as path:  # s3:// and memory:// are downloaded to a temporary file
-            reader = _open_reader(path, uri)
-            try:
-                total = len(reader)
-                for first in range(0, total, chunk_frames):
-                    yield _get_batch(reader, list(range(first, min(total, first + chunk_frames))), uri)
-            finally:
-                del reader  # frees FFmpeg's buffers now, not at some later garbage collection
-    except FileNotFoundError:
-        raise DecodeError(f"video {uri} does not exist") from None
-
-
-def _folder_chunks(uri: str, chunk_frames: int) -> Iterator[np.ndarray]:
-    files = list_frame_files(uri)
-    first_shape: tuple[int, ...] | None = None
-    for begin in range(0, len(files), chunk_frames):
-        chunk = []
-        for name in files[begin : begin + chunk_frames]:
-            img = _read_image(name)
-            if first_shape is None:
-                first_shape = img.shape
-            elif img.shape != first_shape:
-                raise DecodeError(
-                    f"frame {name} is {img.shape[1]}x{img.shape[0]} but the first frame of {uri} is "
-                    f"{first_shape[1]}x{first_shape[0]}"
-                )
-            chunk.append(img)
-        yield np.stack(chunk)
 
 
 def _read_image(uri: str) -> np.ndarray:

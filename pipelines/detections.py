@@ -34,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -50,6 +50,8 @@ from pipelines import storage
 from pipelines.clip_store import read_clip_store
 from pipelines.config import config_from_dict, config_to_dict
 from pipelines.stores import (
+    decode_frames,
+    frames_shape,
     prepare_store,
     read_manifest,
     read_quarantine,
@@ -110,9 +112,15 @@ def read_detections(det: str, dataset: str, split: str, video_id: str) -> tuple[
 # ------------------------------------------------------------------------------------------ reading clip stores
 
 
-def _tensor_rows(column: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
-    """Per-row numpy arrays of a Ray tensor column (fixed- or variable-shaped) read with pyarrow."""
+def _tensor_rows(column: pa.ChunkedArray | pa.Array, shape: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Per-row numpy arrays of a Ray tensor column (fixed- or variable-shaped) read with pyarrow.
+
+    A clip store's binary ``frames`` column (``"frames_encoding": "raw_uint8"``) is decoded first, given its
+    frame ``shape`` ``(H, W, C)`` (:func:`pipelines.stores.frames_shape`).
+    """
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if shape is not None and (pa.types.is_large_binary(array.type) or pa.types.is_binary(array.type)):
+        array = decode_frames(array, shape)
     if not hasattr(array, "to_numpy") or not isinstance(array.type, pa.ExtensionType):
         raise ValueError(f"frames column has type {array.type}, expected a Ray tensor extension type")
     values = array.to_numpy(zero_copy_only=False)
@@ -153,6 +161,7 @@ def iter_video_segments(
     if not entries:
         raise KeyError(f"video {video_id!r} has no segments in {clips} (dataset={dataset}, split={split})")
     cached: tuple[tuple[str, int], pa.Table] | None = None
+    shape: tuple[int, int, int] | None = None
     next_frame = 0
     for start, uri, rg in entries:
         if cached is None or cached[0] != (uri, rg):
@@ -163,7 +172,10 @@ def iter_video_segments(
         table = cached[1]
         rows = [i for i, (v, s) in enumerate(zip(table["video_id"].to_pylist(), table["start_frame"].to_pylist()))
                 if v == video_id and s == start]
-        frames = _tensor_rows(table["frames"].take(rows[:1]))[0]
+        column = table["frames"].take(rows[:1])
+        if shape is None and not isinstance(column.type, pa.ExtensionType):  # binary frames: their (H, W, C)
+            shape = frames_shape(read_store_metadata(clips))
+        frames = _tensor_rows(column, shape)[0]
         if start > next_frame:
             raise ValueError(f"video {video_id!r}: frames {next_frame}..{start - 1} are missing from the clip store")
         fresh = frames[next_frame - start :]

@@ -61,6 +61,7 @@ __all__ = [
     "list_files",
     "local_copy",
     "makedirs",
+    "move",
     "read_bytes",
     "read_json",
     "read_parquet",
@@ -549,6 +550,38 @@ def delete(uri: str, recursive: bool = False) -> None:
             loc.fs.delete_file(loc.path)
 
     _call("delete", uri, remove)
+
+
+def move(src: str, dst: str) -> None:
+    """Move one file to ``dst`` (replacing a file there), creating ``dst``'s parent directories.
+
+    Local files and ``memory://``: a rename (atomic within one local filesystem). S3 has no rename: a server-side
+    copy (one ``CopyObject``, so objects up to 5 GiB) then a delete of ``src``; ``dst`` appears whole, and a
+    failure between the two leaves both.
+
+    Raises:
+        FileNotFoundError: If ``src`` does not exist.
+        ValueError: If ``src`` and ``dst`` are on different filesystems.
+
+    Example:
+        >>> write_text_atomic("memory://mv/a.txt", "x")
+        >>> move("memory://mv/a.txt", "memory://mv/sub/b.txt")
+        >>> list_files("memory://mv")
+        ['memory://mv/sub/b.txt']
+    """
+    source, target = _locate(src), _locate(dst)
+    local = source.scheme in _LOCAL_SCHEMES
+    if local != (target.scheme in _LOCAL_SCHEMES) or (not local and source.scheme != target.scheme):
+        raise ValueError(f"move works within one filesystem, not from {src!r} to {dst!r}")
+
+    def run() -> None:
+        if source.fs.get_file_info(source.path).type != pafs.FileType.File:
+            raise FileNotFoundError(source.path)
+        if target.scheme != "s3":
+            target.fs.create_dir(posixpath.dirname(target.path), recursive=True)
+        source.fs.move(source.path, target.path)
+
+    _call("move", src, run)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,14 @@
     STORE/quarantine.parquet   inputs that could not be used, and why (QUARANTINE_SCHEMA)
     STORE/data/dataset=<name>/split=<split>/*.parquet     the rows, hive-partitioned
 
+**Frames encoding (clip stores).** A clip store whose ``_store.json`` says ``"frames_encoding": "raw_uint8"``
+stores each segment's ``frames`` as one ``large_binary`` value: the raw ``uint8`` bytes of the ``[S, H, W, C]``
+array in C order, ``H, W, C`` from the store's ``frame_spec`` and ``S`` = bytes / (H x W x C). Parquet encodes
+that several times faster than Ray's tensor column (``uint8`` values in a list, stored as 32-bit integers).
+:func:`read_store` turns it back, without copying the pixels, into the Ray variable-shaped tensor column that
+stores written before (no ``frames_encoding``: the tensor column itself) read as, so readers see the same
+arrays either way; :func:`decode_frames` does the same for direct pyarrow reads.
+
 Writers call :func:`prepare_store` first (refuse an existing store unless ``overwrite``, which deletes it) and
 :func:`write_store_metadata` last. Readers go through :func:`read_store`, which refuses a directory without
 ``_store.json`` (not a store, or an ingest that did not finish).
@@ -32,12 +40,15 @@ from pipelines import storage
 
 __all__ = [
     "DATA_DIR",
+    "FRAMES_RAW_UINT8",
     "LABELS_SCHEMA",
     "MANIFEST_SCHEMA",
     "QUARANTINE_SCHEMA",
     "STORE_KINDS",
     "StoreError",
     "StoreExistsError",
+    "decode_frames",
+    "frames_shape",
     "labels_table",
     "prepare_store",
     "read_labels",
@@ -55,6 +66,7 @@ __all__ = [
 STORE_KINDS = ("clips", "tubes", "features")
 DATA_DIR = "data"
 _META, _MANIFEST, _LABELS, _QUARANTINE = "_store.json", "manifest.parquet", "labels.parquet", "quarantine.parquet"
+FRAMES_RAW_UINT8 = "raw_uint8"  # _store.json "frames_encoding": one large_binary value of raw uint8 per segment
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -144,7 +156,9 @@ def read_store(uri: str, split: str | None = None, columns: list[str] | None = N
     """The rows of a store as a Ray Dataset, optionally one split and some columns.
 
     ``dataset`` and ``split`` come back as columns (from the hive partition directories). Tensor columns such
-    as ``frames`` come back per row with their stored shape and dtype.
+    as ``frames`` come back per row with their stored shape and dtype; a clip store's binary ``frames``
+    (``"frames_encoding": "raw_uint8"``) is decoded back to that tensor column inside the read tasks (a fused
+    ``map_batches``, no copy of the pixels), so readers cannot tell the two encodings apart.
 
     Args:
         uri: Store URI (local, ``file://``, ``s3://``).
@@ -169,7 +183,109 @@ def read_store(uri: str, split: str | None = None, columns: list[str] | None = N
     kwargs: dict[str, Any] = {}
     if split is not None:
         kwargs["partition_filter"] = PathPartitionFilter.of(_SplitFilter(split), base_dir=path, filesystem=fs)
-    return ray.data.read_parquet(path, filesystem=fs, columns=columns, **kwargs)
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=columns, **kwargs)
+    shape = frames_shape(meta)
+    if shape is not None and (columns is None or "frames" in columns):
+        ds = ds.map_batches(
+            _decode_frames_batch,
+            fn_kwargs={"shape": shape},
+            batch_format="pyarrow",
+            batch_size=None,  # whole blocks: the decode is a few metadata buffers per block
+            zero_copy_batch=True,
+        )
+    return ds
+
+
+def frames_shape(meta: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """``(H, W, C)`` of a store whose ``frames`` are raw ``uint8`` bytes; ``None`` for a tensor column.
+
+    Raises:
+        StoreError: If ``meta`` names a frames encoding this version cannot read.
+
+    Example:
+        >>> frames_shape({"frames_encoding": "raw_uint8", "frame_spec": {"height": 4, "width": 6, "channels": 1}})
+        (4, 6, 1)
+        >>> frames_shape({"store": "tubes"}) is None
+        True
+    """
+    encoding = meta.get("frames_encoding")
+    if encoding is None:
+        return None  # Ray's tensor column (stores written before frames_encoding existed; tube/feature stores)
+    if encoding != FRAMES_RAW_UINT8:
+        raise StoreError(f"unknown frames_encoding {encoding!r} (this version reads {FRAMES_RAW_UINT8!r})")
+    spec = meta["frame_spec"]
+    return int(spec["height"]), int(spec["width"]), int(spec["channels"])
+
+
+def decode_frames(column: pa.Array | pa.ChunkedArray, shape: Sequence[int]) -> pa.Array | pa.ChunkedArray:
+    """A binary ``frames`` column (raw ``uint8`` ``[S, H, W, C]`` per value) -> Ray's variable-shaped tensor column.
+
+    Zero-copy: the tensor's ``data`` list reuses the binary column's offsets and bytes; only the per-row shapes
+    ``[S, H, W, C]`` are new. ``shape`` is ``(H, W, C)``; ``S`` is each value's length / (H x W x C).
+
+    Raises:
+        ValueError: If a value's length is not a whole number of frames, or the column is not binary.
+
+    Example:
+        >>> frames = np.arange(2 * 2 * 3 * 1, dtype=np.uint8).reshape(2, 2, 3, 1)
+        >>> tensor = decode_frames(pa.array([frames.tobytes()], pa.large_binary()), (2, 3, 1))
+        >>> np.array_equal(tensor.to_numpy()[0], frames)
+        True
+    """
+    if isinstance(column, pa.ChunkedArray):
+        return pa.chunked_array([decode_frames(c, shape) for c in column.chunks], type=_tensor_type())
+    if pa.types.is_binary(column.type):
+        column = column.cast(pa.large_binary())  # int32 -> int64 offsets (copies the offsets only)
+    if not pa.types.is_large_binary(column.type):
+        raise ValueError(f"binary frames column expected, got {column.type}")
+    if column.null_count:
+        raise ValueError("frames column holds nulls")
+    tensor_type = _tensor_type()
+    n = len(column)
+    if n == 0:
+        return pa.ExtensionArray.from_storage(tensor_type, pa.array([], tensor_type.storage_type))
+    frame_bytes = int(np.prod(shape))
+    _, offsets_buf, data_buf = column.buffers()
+    data_buf = data_buf if data_buf is not None else pa.py_buffer(b"")
+    offsets = np.frombuffer(offsets_buf, np.int64, count=n + 1, offset=column.offset * 8)
+    lengths = np.diff(offsets)
+    num_frames, rest = np.divmod(lengths, frame_bytes)
+    if rest.any():
+        bad = int(lengths[np.flatnonzero(rest)[0]])
+        raise ValueError(f"a frames value of {bad} bytes is not a whole number of {tuple(shape)} uint8 frames")
+    if tensor_type.storage_type.field("data").type != pa.large_list(pa.uint8()):  # another Ray layout: copy
+        from ray.data.extensions import ArrowVariableShapedTensorArray
+
+        flat = np.frombuffer(data_buf, np.uint8)
+        return ArrowVariableShapedTensorArray.from_numpy(
+            [flat[a:b].reshape(-1, *shape) for a, b in zip(offsets[:-1], offsets[1:])]
+        )
+    values = pa.Array.from_buffers(pa.uint8(), int(offsets[-1]), [None, data_buf])
+    data = pa.Array.from_buffers(
+        pa.large_list(pa.uint8()), n, [None, offsets_buf], offset=column.offset, children=[values]
+    )
+    dims = np.empty((n, 1 + len(shape)), np.int64)
+    dims[:, 0] = num_frames
+    dims[:, 1:] = shape
+    shapes = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, dims.size + 1, dims.shape[1], dtype=np.int32)), pa.array(dims.reshape(-1))
+    )
+    storage_array = pa.StructArray.from_arrays([data, shapes], fields=list(tensor_type.storage_type))
+    return pa.ExtensionArray.from_storage(tensor_type, storage_array)
+
+
+def _tensor_type() -> pa.ExtensionType:
+    from ray.data.extensions import ArrowVariableShapedTensorType
+
+    return ArrowVariableShapedTensorType(pa.uint8(), 4)
+
+
+def _decode_frames_batch(batch: pa.Table, shape: tuple[int, int, int]) -> pa.Table:
+    """Ray ``map_batches`` UDF of :func:`read_store`: binary ``frames`` -> the tensor column (zero-copy)."""
+    index = batch.schema.get_field_index("frames")
+    if index < 0 or isinstance(batch.schema.field(index).type, pa.ExtensionType):
+        return batch
+    return batch.set_column(index, "frames", decode_frames(batch.column(index), shape))
 
 
 class _SplitFilter:

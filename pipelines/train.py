@@ -154,17 +154,31 @@ def _thaw(value: Any) -> Any:
 
 
 def make_examples_batch(
-    rows: dict[str, np.ndarray], method_name: str, config_key: tuple, seed: int | None = None
+    rows: dict[str, np.ndarray],
+    method_name: str,
+    config_key: tuple,
+    seed: int | None = None,
+    per_row: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data UDF: store rows -> training examples through ``method.make_examples``.
 
     Required columns: those of the method's store. Added columns: the method's example columns.
     With ``seed`` the generator is seeded from it and the rows' identity (:func:`rows_seed`): the same rows get
-    the same draws whichever task processes them. Without it, each call draws fresh randomness.
+    the same draws whichever task processes them. With ``per_row`` too, every row is drawn from its own generator,
+    so the examples do not depend on how Ray Data happens to batch the rows (block boundaries follow the store's
+    file layout). Without ``seed``, each call draws fresh randomness.
     """
     method, cfg = _method_and_config(method_name, config_key)
-    rng = np.random.default_rng(None if seed is None else rows_seed(rows, seed))
-    return method.make_examples(rows, cfg, rng)
+    if seed is None:
+        return method.make_examples(rows, cfg, np.random.default_rng())
+    count = len(next(iter(rows.values()))) if rows else 0
+    if not per_row or count <= 1:
+        return method.make_examples(rows, cfg, np.random.default_rng(rows_seed(rows, seed)))
+    parts = []
+    for i in range(count):
+        row = {k: v[i : i + 1] for k, v in rows.items()}
+        parts.append(method.make_examples(row, cfg, np.random.default_rng(rows_seed(row, seed))))
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 #: Columns that, with ``video_id``, identify a store row (clip segments, feature snippets, object tubes).
@@ -224,7 +238,10 @@ def build_example_dataset(
         grouped = ds.groupby("video_id", num_partitions=shuffle_partitions(len(video_ids)))
         return grouped.map_groups(make_examples_batch, fn_kwargs=kwargs, batch_format="numpy")
     return ds.map_batches(
-        make_examples_batch, fn_kwargs=kwargs, batch_size=run.examples_batch_segments, batch_format="numpy"
+        make_examples_batch,
+        fn_kwargs={**kwargs, "per_row": True},
+        batch_size=run.examples_batch_segments,
+        batch_format="numpy",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -13,15 +14,18 @@ from pathlib import Path
 import cv2
 import decord
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from pipelines import storage
-from pipelines.clip_store import build_clip_store, decode_segments, read_clip_store, segment_starts
-from pipelines.datasets import DatasetAdapter, VideoEntry
-from pipelines.decode import iter_frames, resize_frames
+from pipelines import clip_store, storage
+from pipelines.clip_store import build_clip_store, read_clip_store, segment_starts, stage_video
+from pipelines.datasets import DatasetAdapter, VideoEntry, get_dataset
+from pipelines.decode import iter_frames, iter_segments, resize_frames
 from pipelines.stores import (
     StoreError,
     StoreExistsError,
+    decode_frames,
     read_labels,
     read_manifest,
     read_quarantine,
@@ -194,6 +198,7 @@ def test_manifest_labels_and_metadata(store, corpus: Path) -> None:
         "effective_overlap": 4,
     }
     assert (meta["segment_frames"], meta["overlap"], meta["splits"]) == (16, 4, ["train", "test"])
+    assert meta["frames_encoding"] == "raw_uint8"
     assert "decord" in meta["decoder"]["video"] and meta["package_version"]
     assert len(meta["source"]["manifest_sha256"]) == 64 and meta["source"]["num_videos"] == len(EXPECTED)
     assert meta["counts"]["segments"] == summary.segments and meta["created"]
@@ -212,15 +217,122 @@ def test_split_reader_and_refusals(store, corpus: Path) -> None:
         read_clip_store(str(corpus.parent / "tubes"))
 
 
-def test_write_pass_fails_loudly_when_a_video_changed(corpus: Path) -> None:
-    """The write pass re-checks the validated frame count: no store is committed with a partial video."""
-    row = {"video_id": "v", "dataset": "folder", "split": "train", "fps": 25.0, "num_frames": 60}
-    row["uri"] = str(corpus / "train" / "train_000.mp4")
-    with pytest.raises(RuntimeError, match="decoded to 64 frames in the write pass but 60 when validated"):
-        list(decode_segments(row, SPEC))
-    row["uri"] = str(corpus / "test" / "broken_frames")
-    with pytest.raises(RuntimeError, match="failed in the write pass after validating: DecodeError"):
-        list(decode_segments(row, SPEC))
+def _store_files(out: str) -> list[str]:
+    """Every file under a store (hidden temporaries included), relative to it."""
+    return sorted(str(p.relative_to(out)) for p in Path(out).rglob("*") if p.is_file())
+
+
+def _video_ids(uri: str) -> set[str]:
+    with storage.local_copy(uri) as path:
+        return set(pq.read_table(path, columns=["video_id"]).column("video_id").to_pylist())
+
+
+def test_rejected_inputs_leave_no_file_and_nothing_is_left_staged(store) -> None:
+    """Bad inputs of every stage (probe, decode part-way, length, labels) leave nothing in data/ or elsewhere."""
+    out, _ = store
+    files = _store_files(out)
+    meta = {"_store.json", "manifest.parquet", "labels.parquet", "quarantine.parquet"}
+    assert meta <= set(files)
+    data = [f for f in files if f not in meta]
+    assert data and all(f.startswith("data/dataset=folder/split=") and f.endswith(".parquet") for f in data), files
+    stored = set().union(*(_video_ids(str(Path(out) / f)) for f in data))
+    assert stored == {k for k, v in EXPECTED.items() if v is None}
+    assert all(len(_video_ids(str(Path(out) / f))) == 1 for f in data)  # one video per part file
+    assert not Path(out, "_staging").exists()
+
+
+def test_stage_video_streams_parts_and_discards_a_failed_video(corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """One decode: the staged parts hold exactly iter_segments' rows; a part-way failure deletes what it wrote."""
+    monkeypatch.setattr(clip_store, "_PART_BYTES", 2 * 16 * 32 * 32)  # a new part every 2 segments
+    uri = str(corpus / "train" / "train_000.mp4")
+    prefix = str(tmp_path / "staging" / "000007")
+    row = stage_video({"video_id": "v", "uri": uri, "staging": prefix}, SPEC)
+    assert (row["ok"], row["stage"], row["num_frames"], row["fps"]) == (True, "", 64, 25.0)
+    assert row["parts"] == 3 and (row["height"], row["width"]) == (64, 64)
+    names = sorted(p.name for p in (tmp_path / "staging").iterdir())
+    assert names == ["000007_000.parquet", "000007_001.parquet", "000007_002.parquet"]
+    table = pa.concat_tables(pq.read_table(tmp_path / "staging" / n) for n in names)
+    assert table.column_names == ["video_id", "start_frame", "num_frames", "fps", "frames"]
+    assert pq.ParquetFile(tmp_path / "staging" / names[0]).metadata.num_row_groups == 2  # one segment each
+    expected = list(iter_segments(uri, SPEC))
+    assert table.column("start_frame").to_pylist() == [s for s, _ in expected]
+    assert table.schema.field("frames").type == pa.large_binary()  # raw uint8 bytes, one value per segment
+    assert table.column("num_frames").to_pylist() == [len(f) for _, f in expected]
+    for value, (_, want) in zip(table.column("frames").to_pylist(), expected, strict=True):
+        assert value == want.tobytes()
+    frames = decode_frames(table.column("frames"), (32, 32, 1)).combine_chunks().to_numpy()
+    for got, (_, want) in zip(frames, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    prefix = str(tmp_path / "failed" / "000001")
+    broken = {"video_id": "b", "uri": str(corpus / "test" / "broken_frames"), "staging": prefix}
+    row = stage_video(broken, SPEC)
+    assert (row["ok"], row["stage"], row["parts"]) == (False, "decode", 0) and "60.png" in row["error"]
+    assert list((tmp_path / "failed").iterdir()) == []  # two parts were written before frame 60 failed
+    missing = {"video_id": "m", "uri": str(corpus / "train" / "zero.mp4"), "staging": prefix}
+    assert stage_video(missing, SPEC)["stage"] == "probe"
+
+
+_MEASURE = """
+import json, sys, tracemalloc
+import pyarrow as pa
+from types import SimpleNamespace
+from pipelines.clip_store import stage_video
+
+spec = SimpleNamespace(height=128, width=128, channels=1, segment_frames=128, effective_overlap=16, window=17)
+tracemalloc.start()
+row = stage_video({"video_id": "v", "uri": sys.argv[1], "staging": sys.argv[2]}, spec)
+peaks = {"numpy": tracemalloc.get_traced_memory()[1], "arrow": pa.default_memory_pool().max_memory()}
+print(json.dumps(dict(peaks, frames=row["num_frames"])))
+"""
+
+
+def test_staging_memory_does_not_grow_with_video_length(tmp_path: Path) -> None:
+    """3,000 frames vs 300: the peaks of numpy (tracemalloc) and Arrow (its pool) allocations stay the same.
+
+    Holding the whole video would add 49 MB of 128x128 output frames to peaks of a few segments (2 MB each).
+    """
+    from tests.reliability.media import write_video
+
+    results = {}
+    for n in (300, 3000):
+        video = write_video(tmp_path / f"v{n}.mp4", n, 64, 64)
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(video), str(tmp_path / f"staging{n}" / "000000")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+            cwd=REPO,
+        )
+        results[n] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results[300]["frames"] == 300 and results[3000]["frames"] == 3000
+    for kind in ("numpy", "arrow"):
+        assert results[3000][kind] / results[300][kind] < 1.5, results
+
+
+def test_s3_store_commits_good_videos_only(ray_local: None, s3_bucket: str, corpus: Path) -> None:
+    """On S3 (no rename): staged parts are copied into data/, rejected ones deleted, nothing left in _staging."""
+    bad = {"broken_frames": "decode", "short": "length", "labels_wrong": "labels", "truncated": "probe"}
+    entries = {e.video_id: e for e in get_dataset("folder").entries(str(corpus), ("train", "test"))}
+    listing = _Listing([dataclasses.replace(entries[v], split="test") for v in ["test_000", "train_001", *bad]])
+    out = f"{s3_bucket}/stores/clips"
+    summary = build_clip_store(listing, str(corpus), out, "test_gray", segment_frames=24)
+    assert (summary.videos_ok, summary.videos_quarantined) == (2, len(bad))
+    assert {r["video_id"]: r["stage"] for r in summary.quarantine} == bad
+    files = [f[len(out) + 1 :] for f in storage.list_files(out)]
+    data = [f for f in files if f.startswith("data/")]
+    assert sorted(set(files) - set(data)) == ["_store.json", "labels.parquet", "manifest.parquet", "quarantine.parquet"]
+    assert all(f.startswith("data/dataset=listing/split=test/") for f in data) and len(data) == 2
+    spec = FrameSpec(32, 32, 1, window=5, segment_frames=24)
+    grouped: dict[str, list] = {}
+    for row in read_clip_store(out).take_all():
+        grouped.setdefault(row["video_id"], []).append((int(row["start_frame"]), row["frames"]))
+    assert sorted(grouped) == ["test_000", "train_001"]
+    for video_id, rel in (("test_000", "test/test_000.mp4"), ("train_001", "train/train_001.mp4")):
+        segments = sorted(grouped[video_id], key=lambda s: s[0])
+        assert [s for s, _ in segments] == [s for s, _ in iter_segments(str(corpus / rel), spec)]
+        np.testing.assert_array_equal(_assemble(segments, 4), _reference(str(corpus / rel), spec))
 
 
 def _load_job():

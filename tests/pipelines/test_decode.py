@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from pipelines import storage
-from pipelines.clip_store import segment_starts, validate_video
+from pipelines.clip_store import segment_starts, stage_video
 from pipelines.decode import (
     DecodeError,
+    FrameSource,
     count_frames,
     decoder_info,
     is_video_file,
@@ -186,8 +187,9 @@ def test_decoded_count_wins_over_container_header(tmp_path: Path) -> None:
         reported = container.streams.video[0].frames
     assert reported > 40
     assert count_frames(str(path), GRAY) == 40
-    checked = validate_video({"video_id": "gaps", "uri": str(path)}, GRAY)  # what the clip store records
-    assert checked["ok"] and checked["num_frames"] == 40
+    row = {"video_id": "gaps", "uri": str(path), "staging": str(tmp_path / "staging" / "000000")}
+    checked = stage_video(row, GRAY)  # what the clip store records
+    assert checked["ok"] and checked["num_frames"] == 40 and checked["parts"] == 1
     assert len(assemble(list(iter_segments(str(path), GRAY)), GRAY.effective_overlap)) == 40
 
 
@@ -236,8 +238,31 @@ def test_mid_way_failure_raises_after_good_segments(tmp_path: Path) -> None:
     with pytest.raises(DecodeError, match="35.png"):
         for start, _ in iter_segments(str(folder), GRAY):
             got.append(start)
-    assert got == [0, 12]  # the caller sees the failure only after earlier segments: hence the validation pass
+    assert got == [0, 12]  # the caller sees the failure only after earlier segments: hence the clip store's staging
     assert probe(str(folder)).num_frames == 40  # a probe alone cannot tell
+
+
+def test_frame_source_opens_once_and_tells_open_failures_from_later_ones(media: Path, tmp_path: Path) -> None:
+    """Opening is the probe (DecodeError from the constructor); a later failure raises while iterating."""
+    with FrameSource(str(media / "clip.mp4")) as source:
+        assert source.info == probe(str(media / "clip.mp4"))
+        chunks = list(source.chunks(chunk_frames=16))
+        with pytest.raises(RuntimeError, match="already read"):
+            next(source.chunks())
+    assert [len(c) for c in chunks] == [1, 16, 16, 16, 1]  # frame 0 (decoded by the probe) is not decoded twice
+    np.testing.assert_array_equal(
+        resize_frames(np.concatenate(chunks), 24, 32, 1), reference_decode(media / "clip.mp4", 24, 32, 1)
+    )
+    folder = write_frames(tmp_path / "v", 40)
+    (folder / "0.png").write_bytes(b"broken")
+    with pytest.raises(DecodeError, match="0.png"):
+        FrameSource(str(folder))
+    (folder / "0.png").write_bytes(cv2.imencode(".png", frame_image(0))[1].tobytes())
+    (folder / "35.png").write_bytes(b"broken")
+    with FrameSource(str(folder)) as source:
+        assert source.info.num_frames == 40
+        with pytest.raises(DecodeError, match="35.png"):
+            list(source.segments(GRAY))
 
 
 def test_unicode_and_spaces_in_names(tmp_path: Path) -> None:

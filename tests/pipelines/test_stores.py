@@ -140,6 +140,83 @@ def test_read_store_tensor_round_trip_split_and_columns(ray_local: None, tmp_pat
         read_store(uri, split="val")
 
 
+def _write_raw_store(uri: str, items: list[dict], meta: dict) -> None:
+    """A clip store written the current way: ``frames`` as one large_binary value of raw uint8 per segment."""
+    import pyarrow.parquet as pq
+
+    for item in items:
+        rows = _segment_rows(item)
+        table = pa.table(
+            {
+                "video_id": pa.array([r["video_id"] for r in rows], pa.string()),
+                "start_frame": pa.array([r["start_frame"] for r in rows], pa.int64()),
+                "num_frames": pa.array([r["num_frames"] for r in rows], pa.int64()),
+                "frames": pa.array([r["frames"].tobytes() for r in rows], pa.large_binary()),
+            }
+        )
+        folder = Path(uri, "data", "dataset=ds", f"split={item['split']}")
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, folder / f"{item['video_id']}.parquet", row_group_size=1)
+    write_store_metadata(uri, meta)
+
+
+def test_read_store_binary_frames_read_like_the_tensor_column(ray_local: None, tmp_path: Path) -> None:
+    """``frames_encoding: raw_uint8`` stores and stores written before it (tensor column) read identically."""
+    import ray
+
+    items = [
+        {"video_id": "same", "split": "train", "n_last": 8},
+        {"video_id": "short", "split": "train", "n_last": 3},
+        {"video_id": "t", "split": "test", "n_last": 6},
+    ]
+    legacy, raw = str(tmp_path / "legacy"), str(tmp_path / "raw")
+    fs, path = storage.resolve(storage.join(legacy, "data"))
+    ray.data.from_items(items, override_num_blocks=3).flat_map(_segment_rows).write_parquet(
+        path, filesystem=fs, partition_cols=["dataset", "split"]
+    )
+    spec = {"height": 6, "width": 5, "channels": 1}
+    write_store_metadata(legacy, {"store": "clips", "splits": ["train", "test"], "frame_spec": spec})
+    meta = {"store": "clips", "splits": ["train", "test"], "frame_spec": spec, "frames_encoding": "raw_uint8"}
+    _write_raw_store(raw, items, meta)
+
+    def key(row: dict) -> tuple:
+        return row["video_id"], int(row["start_frame"])
+
+    for split in ("train", None):
+        old = sorted(read_store(legacy, split=split).take_all(), key=key)
+        new = sorted(read_store(raw, split=split).take_all(), key=key)
+        assert [key(r) for r in new] == [key(r) for r in old] and len(new) == (4 if split else 6)
+        for a, b in zip(old, new, strict=True):
+            assert sorted(a) == sorted(b)
+            assert type(b["frames"]) is type(a["frames"]) is np.ndarray
+            assert b["frames"].dtype == a["frames"].dtype == np.uint8 and b["frames"].shape == a["frames"].shape
+            np.testing.assert_array_equal(b["frames"], a["frames"])
+    old_schema, new_schema = read_store(legacy).schema(), read_store(raw).schema()
+    assert new_schema.types[new_schema.names.index("frames")] == old_schema.types[old_schema.names.index("frames")]
+    old_batch = read_store(legacy, split="train").take_batch(4, batch_format="numpy")
+    new_batch = read_store(raw, split="train").take_batch(4, batch_format="numpy")
+    assert type(new_batch["frames"]) is type(old_batch["frames"]) and new_batch["frames"].dtype == object
+    assert sorted(tuple(f.shape) for f in new_batch["frames"]) == sorted(tuple(f.shape) for f in old_batch["frames"])
+
+    only = read_store(raw, split="test", columns=["frames"]).take_all()
+    assert sorted(f["frames"].shape for f in only) == [(6, 6, 5, 1), (8, 6, 5, 1)]
+    cols = read_store(raw, split="test", columns=["video_id", "start_frame"]).take_all()
+    assert sorted(cols[0]) == ["start_frame", "video_id"] and len(cols) == 2
+
+    write_store_metadata(raw, dict(meta, frames_encoding="png"))
+    with pytest.raises(StoreError, match="unknown frames_encoding 'png'"):
+        read_store(raw)
+
+
+def test_decode_frames_rejects_partial_frames() -> None:
+    from pipelines.stores import decode_frames
+
+    with pytest.raises(ValueError, match="not a whole number"):
+        decode_frames(pa.array([b"12345"], pa.large_binary()), (2, 2, 1))
+    empty = decode_frames(pa.array([], pa.large_binary()), (2, 2, 1))
+    assert len(empty) == 0 and isinstance(empty.type, pa.ExtensionType)
+
+
 def test_read_store_without_rows(tmp_path: Path) -> None:
     write_store_metadata(str(tmp_path), {"store": "clips", "splits": []})
     with pytest.raises(StoreError, match="holds no rows"):

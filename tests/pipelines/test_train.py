@@ -69,6 +69,28 @@ def test_seeded_examples_repeat_and_unseeded_ones_vary() -> None:
     assert not all(np.array_equal(fresh[0], f) for f in fresh[1:])
 
 
+@pytest.mark.parametrize("name", ["luss_ae", "std", "ssmtl"])
+def test_per_row_seeded_examples_do_not_depend_on_how_rows_are_batched(name: str) -> None:
+    """Ray Data's batches follow the store's block layout; a seeded run must draw the same examples whatever it is."""
+    from pipelines.config import config_to_dict
+    from pipelines.train import _freeze, make_examples_batch
+    from tests.helpers import method_smoke_setup
+
+    method, cfg, rows = method_smoke_setup(name)
+    assert not method.input_spec(cfg).group_by_video
+    count = len(rows["video_id"])
+    assert count >= 2, f"{name}'s smoke rows must hold two rows to split"
+    key = _freeze(config_to_dict(cfg))
+    whole = make_examples_batch(dict(rows), name, key, seed=5, per_row=True)
+    halves = [
+        make_examples_batch({k: v[part] for k, v in rows.items()}, name, key, seed=5, per_row=True)
+        for part in (slice(0, count // 2), slice(count // 2, count))
+    ]
+    assert whole and set(whole) == set(halves[0])
+    for column, values in whole.items():
+        np.testing.assert_array_equal(values, np.concatenate([h[column] for h in halves]), err_msg=column)
+
+
 def test_bf16_autocast_runs_the_loss_in_bf16_and_keeps_fp32_weights(
     luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

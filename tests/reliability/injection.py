@@ -3,7 +3,7 @@
 Monkeypatching a module in the pytest process does not change Ray worker processes. What does reach them are the
 callables the pipelines hand to Ray (map UDFs, actor classes), which the driver looks up in its own modules and
 pickles. The factories here build wrappers around those callables; a test puts a wrapper where the pipeline looks
-up the callable (``monkeypatch.setattr(pipelines.clip_store, "decode_segments", wrapper)``), and the wrapper
+up the callable (``monkeypatch.setattr(pipelines.clip_store, "stage_video", wrapper)``), and the wrapper
 travels to the workers by value. Each fault fires once across all processes: whoever first creates the marker
 file (``O_CREAT | O_EXCL``) fails, every later attempt runs normally.
 
@@ -54,29 +54,42 @@ def patched_env(env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def exit_after_first_segment(original: Callable[..., Iterator[dict]], video_id: str, marker: str) -> Callable:
-    """A ``decode_segments`` (Ray ``flat_map`` UDF) whose process dies once after yielding a segment of ``video_id``.
+def exit_after_first_segment(original: Callable[..., dict], video_id: str, marker: str) -> Callable:
+    """A ``stage_video`` (Ray ``map`` UDF) whose process dies once right after staging a segment of ``video_id``.
 
-    The task has already handed one row to Ray when the process exits, as an OOM kill in the middle of a video would.
+    The segment is in the staged part file (written, not committed) when the process exits, as an OOM kill in the
+    middle of a video would leave it; the patch of the part writer is undone before returning.
     """
 
-    def decode_segments(row: dict[str, Any], spec: Any) -> Iterator[dict[str, Any]]:
-        for segment in original(row, spec):
-            yield segment
-            if row["video_id"] == video_id and claim(marker):
+    def stage_video(row: dict[str, Any], spec: Any) -> dict[str, Any]:
+        if row["video_id"] != video_id:
+            return original(row, spec)
+        from pipelines import clip_store
+
+        saved = clip_store._PartWriter.write
+
+        def write(self: Any, start: int, frames: Any) -> None:
+            saved(self, start, frames)
+            if claim(marker):
                 os._exit(EXIT_CODE)
 
-    return decode_segments
+        clip_store._PartWriter.write = write
+        try:
+            return original(row, spec)
+        finally:
+            clip_store._PartWriter.write = saved
+
+    return stage_video
 
 
 def storage_outage_once(original: Callable[..., dict], video_id: str, marker: str) -> Callable:
-    """A ``validate_video`` (Ray ``map`` UDF) during whose first call for ``video_id`` the object store is down.
+    """A ``stage_video`` (Ray ``map`` UDF) during whose first call for ``video_id`` the object store is down.
 
     ``pipelines.storage.local_copy`` (how decoding fetches an input) raises :class:`StorageError` as it does once its
     bounded retries are exhausted; the patch is undone before returning.
     """
 
-    def validate_video(row: dict[str, Any], spec: Any) -> dict[str, Any]:
+    def stage_video(row: dict[str, Any], spec: Any) -> dict[str, Any]:
         if row["video_id"] != video_id or not claim(marker):
             return original(row, spec)
         from pipelines import storage
@@ -92,7 +105,7 @@ def storage_outage_once(original: Callable[..., dict], video_id: str, marker: st
         finally:
             storage.local_copy = saved
 
-    return validate_video
+    return stage_video
 
 
 def crash_on_first_batch(marker: str) -> type:

@@ -20,6 +20,7 @@ SPEC = FrameSpec(32, 32, 1, window=5, segment_frames=16)  # 64-frame videos -> 5
 
 def _check_store(out: str) -> None:
     """Every manifest video is stored exactly once: the expected segments, no duplicate, frames as decoded."""
+    assert not (Path(out) / "_staging").exists(), "staged files were left behind"
     rows = read_clip_store(out).select_columns(["video_id", "start_frame", "frames"]).take_all()
     keys = [(r["video_id"], int(r["start_frame"])) for r in rows]
     assert len(keys) == len(set(keys)), f"duplicated segments: {sorted(keys)}"
@@ -37,10 +38,10 @@ def _check_store(out: str) -> None:
 def test_decode_task_killed_mid_video_is_retried_without_duplicates(
     ray_local: None, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The write-pass task dies after handing Ray one segment; Ray reruns it and the store holds each segment once."""
+    """The decode task dies after staging one segment; Ray reruns it and the store holds each segment once."""
     marker = tmp_path / "decode-killed"
-    wrapper = injection.exit_after_first_segment(clip_store.decode_segments, "test_000", str(marker))
-    monkeypatch.setattr(clip_store, "decode_segments", wrapper)
+    wrapper = injection.exit_after_first_segment(clip_store.stage_video, "test_000", str(marker))
+    monkeypatch.setattr(clip_store, "stage_video", wrapper)
     out = str(tmp_path / "store")
     summary = build_clip_store("folder", str(tiny_corpus), out, SPEC, limit=1)
     assert marker.exists(), "the fault did not fire: the wrapper was not used"
@@ -56,8 +57,8 @@ def test_transient_storage_error_while_decoding_is_retried_not_quarantined(
     Quarantining it instead would silently drop good videos whenever S3 throttles a large ingest.
     """
     marker = tmp_path / "storage-down"
-    wrapper = injection.storage_outage_once(clip_store.validate_video, "test_000", str(marker))
-    monkeypatch.setattr(clip_store, "validate_video", wrapper)
+    wrapper = injection.storage_outage_once(clip_store.stage_video, "test_000", str(marker))
+    monkeypatch.setattr(clip_store, "stage_video", wrapper)
     out = str(tmp_path / "store")
     summary = build_clip_store("folder", str(tiny_corpus), out, SPEC, limit=1)
     assert marker.exists(), "the fault did not fire: the wrapper was not used"
