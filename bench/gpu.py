@@ -16,7 +16,9 @@ how close bf16 features are to fp32 ones (cosine similarity, relative L2), the q
 Moonshots (REFERENCE.md §10): >= 3,000 scored frames/s in bf16 on one H100 for <=480p sources (frames arrive
 already resized to 256x256; decoding them is the CPU side's job) and >= 1,000 training clips/s in bf16.
 
-Run: ``.venv/bin/python bench/gpu.py [--quick | --smoke] [--cudnn-benchmark]``. GPU code-path checks (no Ray needed):
+Run: ``.venv/bin/python bench/gpu.py [--quick | --smoke] [--sections scoring training i3d] [--cudnn-benchmark]``; bf16
+variants run first and ``gpu.partial.json`` holds the measurements so far, so a run cut short keeps them. GPU code-path
+checks (no Ray needed):
 ``python -m pytest tests/vad_models/test_cuda_paths.py`` (skipped without CUDA).
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -108,6 +111,7 @@ SCORE_VARIANTS = (
     Variant("tf32 channels_last_3d + folded BN", "tf32", True, True),
     Variant("bf16 autocast channels_last_3d + folded BN", "bf16", True, True),
 )
+SECTIONS = ("scoring", "training", "i3d")
 I3D_VARIANTS = (
     Variant("fp32 eager (baseline)", "fp32", False, False),
     Variant("tf32", "tf32", False, False),
@@ -400,6 +404,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="let cuDNN time every 3D conv algorithm at each new shape (on an H100 this first call took 74-151 s)",
     )
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="measure only these (default: all)"
+    )
     args = parser.parse_args(argv)
     mode = common.mode_of(args)
     plan = PLANS[mode]
@@ -425,7 +432,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         else:
             result["findings"].append("smoke run on the CPU: checks the code path, the numbers are not GPU numbers")
-        run(result, cfg, plan, device)
+        partial = Path(args.results_dir) / f"{NAME}.partial.json"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+
+        def save() -> None:  # what a run killed by its time limit still leaves behind
+            partial.write_text(json.dumps({**result, "partial": True}, indent=2, default=str) + "\n")
+
+        run(result, cfg, plan, device, tuple(args.sections), save)
+        partial.unlink(missing_ok=True)
     path = common.finish_result(result, args.results_dir)
     print(common.format_table(common.table_rows(result)))
     print(f"[bench:gpu] wrote {path}", flush=True)
@@ -440,11 +454,13 @@ def _sweep(
     measure: Callable[[Variant, int], dict[str, Any]],
     unit: str,
     gflops: float | None = None,
+    save: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
     """Measure every variant at every batch size; returns the best rate per variant (OOM is recorded, not fatal)."""
     layout = {True: "channels_last_3d", False: "NCDHW"}
     best: dict[str, float] = {}
-    for variant in variants:
+    # bf16 first: the moonshots are bf16 numbers, and a run cut short by its time limit should have them
+    for variant in sorted(variants, key=lambda v: v.precision != "bf16"):
         for batch_size in batch_sizes:
             context = {"dtype": variant.precision, "layout": layout[variant.channels_last], "batch_size": batch_size}
             if kind == "scoring":
@@ -466,44 +482,59 @@ def _sweep(
             if gflops is not None:
                 context["tflop_per_s"] = value * gflops / 1e3
             records.append(common.measurement(f"{kind} {variant.name}", unit, value, unit, **context))
+            save()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return best
 
 
-def run(result: dict[str, Any], cfg: Any, plan: Plan, device: torch.device) -> None:
-    """All measurements on ``device``; fills the record in place."""
+def run(
+    result: dict[str, Any],
+    cfg: Any,
+    plan: Plan,
+    device: torch.device,
+    sections: tuple[str, ...] = SECTIONS,
+    save: Callable[[], None] = lambda: None,
+) -> None:
+    """The measurements of ``sections`` on ``device``; fills the record in place, calling ``save`` after each one."""
     meas, comps, targets = result["measurements"], result["comparisons"], result["targets"]
     on_gpu = device.type == "cuda"
     size = f"{cfg.height}x{cfg.width}"
-    scoring = _sweep(
-        meas,
-        "scoring",
-        [v for v in SCORE_VARIANTS if on_gpu or v.precision != "tf32"],
-        plan.score_batch_sizes,
-        lambda v, b: measure_scoring(cfg, plan, v, b, device)["frames_per_s"],
-        "frames/s",
-        gflops=result["config"]["gflops_per_window"],
-    )
-    training = _sweep(
-        meas,
-        "training",
-        [v for v in TRAIN_VARIANTS if on_gpu or v.precision != "tf32"],
-        plan.train_batch_sizes,
-        lambda v, b: measure_training(cfg, plan, v, b, device)["clips_per_s"],
-        "clips/s",
-    )
-    i3d = _sweep(
-        meas,
-        "i3d ten-crop",
-        [v for v in I3D_VARIANTS if on_gpu or v.precision != "tf32"],
-        plan.i3d_batch_sizes,
-        lambda v, b: measure_i3d(plan, v, b, device)["snippets_per_s"],
-        "snippets/s",
-    )
-    fidelity = i3d_bf16_fidelity(plan, device)
-    for metric, value in fidelity.items():
-        meas.append(common.measurement("i3d bf16 vs fp32 features", metric, value, "", dtype="bf16"))
+    scoring = training = i3d = {}
+    if "scoring" in sections:
+        scoring = _sweep(
+            meas,
+            "scoring",
+            [v for v in SCORE_VARIANTS if on_gpu or v.precision != "tf32"],
+            plan.score_batch_sizes,
+            lambda v, b: measure_scoring(cfg, plan, v, b, device)["frames_per_s"],
+            "frames/s",
+            gflops=result["config"]["gflops_per_window"],
+            save=save,
+        )
+    if "training" in sections:
+        training = _sweep(
+            meas,
+            "training",
+            [v for v in TRAIN_VARIANTS if on_gpu or v.precision != "tf32"],
+            plan.train_batch_sizes,
+            lambda v, b: measure_training(cfg, plan, v, b, device)["clips_per_s"],
+            "clips/s",
+            save=save,
+        )
+    if "i3d" in sections:
+        i3d = _sweep(
+            meas,
+            "i3d ten-crop",
+            [v for v in I3D_VARIANTS if on_gpu or v.precision != "tf32"],
+            plan.i3d_batch_sizes,
+            lambda v, b: measure_i3d(plan, v, b, device)["snippets_per_s"],
+            "snippets/s",
+            save=save,
+        )
+        fidelity = i3d_bf16_fidelity(plan, device)
+        for metric, value in fidelity.items():
+            meas.append(common.measurement("i3d bf16 vs fp32 features", metric, value, "", dtype="bf16"))
     for kind, best, variants, unit in (
         ("scoring", scoring, SCORE_VARIANTS, "frames/s"),
         ("training", training, TRAIN_VARIANTS, "clips/s"),
@@ -514,15 +545,16 @@ def run(result: dict[str, Any], cfg: Any, plan: Plan, device: torch.device) -> N
             if name != variants[0].name:
                 comps.append(common.comparison(f"gpu {kind} {name} vs {variants[0].name}", value, base, unit))
     if on_gpu:  # the moonshots are GPU numbers; a CPU smoke run only checks the code path
-        bf16 = SCORE_VARIANTS[-1].name
-        targets.append(
-            common.target(f"gpu scoring bf16 {size} (moonshot)", scoring.get(bf16), "frames/s", SCORE_TARGET)
-        )
-        bf16 = TRAIN_VARIANTS[-1].name
-        targets.append(
-            common.target(f"gpu training bf16 {size} (moonshot)", training.get(bf16), "clips/s", TRAIN_TARGET)
-        )
-
+        if "scoring" in sections:
+            bf16 = SCORE_VARIANTS[-1].name
+            targets.append(
+                common.target(f"gpu scoring bf16 {size} (moonshot)", scoring.get(bf16), "frames/s", SCORE_TARGET)
+            )
+        if "training" in sections:
+            bf16 = TRAIN_VARIANTS[-1].name
+            targets.append(
+                common.target(f"gpu training bf16 {size} (moonshot)", training.get(bf16), "clips/s", TRAIN_TARGET)
+            )
 
 if __name__ == "__main__":
     main()

@@ -120,6 +120,24 @@ def test_gpu_smoke_runs_the_code_path_on_cpu(dirs: dict[str, Path]) -> None:
     assert fidelity["min_cosine"] > 0.99 and 0 < fidelity["max_relative_l2"] < 0.1
 
 
+def test_gpu_sections_and_partial_results(dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--sections`` limits the work; each measurement is saved at once, so a run killed mid-way keeps what it had."""
+    record = gpu.main(_args(dirs, "--sections", "i3d"))
+    assert {m["case"].split(" ")[0] for m in record["measurements"]} == {"i3d"}
+    assert not (dirs["results"] / "gpu.partial.json").exists()  # a finished run leaves only gpu.json
+
+    def killed(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt  # as a time limit would stop it, after the bf16 variants were measured
+
+    monkeypatch.setattr(gpu, "measure_i3d", lambda plan, v, b, device: killed() if v.precision == "fp32" else
+                        {"snippets_per_s": 1.0})  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        gpu.main(_args(dirs, "--sections", "i3d"))
+    partial = json.loads((dirs["results"] / "gpu.partial.json").read_text())
+    assert partial["partial"] is True
+    assert {m["dtype"] for m in partial["measurements"]} == {"bf16"}  # bf16 runs first
+
+
 def test_fold_batchnorm_matches_the_model() -> None:
     cfg = gpu.method_config(gpu.PLANS["smoke"])
     assert gpu.check_folding(cfg) < 1e-4
