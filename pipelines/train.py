@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -93,7 +94,8 @@ class TrainRunConfig:
             offered (scoring offers fp16 and bf16).
         deterministic: Reproducible runs: the random parts of ``make_examples`` (e.g. LUSS-AE's accelerated
             clips) are seeded from ``seed`` and the rows they come from, so each segment gets the same draws
-            every epoch, and Ray Data keeps block order. ``False`` draws fresh samples every epoch (more
+            every epoch, Ray Data keeps block order, and group-by methods group with a sort on ``video_id``
+            (a fixed video order) instead of a hash shuffle. ``False`` draws fresh samples every epoch (more
             augmentation on long runs) at the price of run-to-run variation.
     """
 
@@ -188,18 +190,29 @@ _ROW_KEYS = ("start_frame", "snippet_idx", "frame_idx", "object_idx")
 def rows_seed(rows: dict[str, np.ndarray], seed: int) -> list[int]:
     """Seed material for a batch of store rows: ``seed`` plus a digest of the rows' video ids and positions.
 
+    The rows are digested in sorted order, so the seed names the set of rows, not the order a shuffle or a
+    group-by delivered them in.
+
     Example:
         >>> rows = {"video_id": np.array(["a", "a"]), "start_frame": np.array([0, 48])}
-        >>> rows_seed(rows, 0) == rows_seed(dict(rows), 0) != rows_seed(rows, 1)
+        >>> swapped = {"video_id": np.array(["a", "a"]), "start_frame": np.array([48, 0])}
+        >>> rows_seed(rows, 0) == rows_seed(swapped, 0) != rows_seed(rows, 1)
         True
     """
+    names = [key for key in _ROW_KEYS if key in rows]
+    columns = [np.asarray(rows[key], dtype=np.int64) for key in names]
+    video_ids = np.asarray(rows.get("video_id", np.array([]))).astype(str)
+    if "video_id" in rows:
+        columns_sorted_by = [*reversed(columns), video_ids]  # lexsort: the last key is the primary one
+    else:
+        columns_sorted_by = list(reversed(columns))
+    order = np.lexsort(columns_sorted_by) if columns_sorted_by and len(columns_sorted_by[0]) > 1 else slice(None)
     digest = hashlib.sha256()
     digest.update(str(seed).encode())
-    for value in np.asarray(rows.get("video_id", np.array([]))).tolist():
+    for value in video_ids[order].tolist():
         digest.update(str(value).encode() + b"\0")
-    for key in _ROW_KEYS:
-        if key in rows:
-            digest.update(key.encode() + np.ascontiguousarray(np.asarray(rows[key], dtype=np.int64)).tobytes())
+    for key, values in zip(names, columns):
+        digest.update(key.encode() + np.ascontiguousarray(values[order]).tobytes())
     return [int(seed), int.from_bytes(digest.digest()[:8], "little")]
 
 
@@ -225,18 +238,38 @@ def split_videos(video_ids: list[str], val_fraction: float) -> tuple[list[str], 
     return sorted(set(video_ids) - set(val)), val
 
 
+@contextlib.contextmanager
+def _sort_based_shuffle() -> Iterator[None]:
+    """Datasets created inside the block plan their group-bys with Ray Data's sort-based shuffle.
+
+    A dataset copies the current context when it is created and ``map_groups`` reads the strategy when called.
+    """
+    context = ray.data.DataContext.get_current()
+    saved = context.shuffle_strategy
+    context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        context.shuffle_strategy = saved
+
+
 def build_example_dataset(
     method: Method, cfg: Any, data: str, video_ids: list[str], run: TrainRunConfig
 ) -> ray.data.Dataset:
     """Lazy Ray Dataset of training examples for ``video_ids`` of the store's train split."""
     key = _freeze(config_to_dict(cfg))
-    ds = read_store(data, split="train").map_batches(
-        keep_videos, fn_kwargs={"video_ids": frozenset(video_ids), "keep": True}, batch_format="numpy"
-    )
     kwargs = {"method_name": method.name, "config_key": key, "seed": run.seed if run.deterministic else None}
-    if method.input_spec(cfg).group_by_video:
-        grouped = ds.groupby("video_id", num_partitions=shuffle_partitions(len(video_ids)))
-        return grouped.map_groups(make_examples_batch, fn_kwargs=kwargs, batch_format="numpy")
+    grouped = method.input_spec(cfg).group_by_video
+    # The hash shuffle behind a group-by emits its partitions in the order they finish; a seeded run groups by a
+    # sort on video_id instead (also one shuffle), which delivers the videos in a fixed order.
+    with _sort_based_shuffle() if grouped and run.deterministic else contextlib.nullcontext():
+        ds = read_store(data, split="train").map_batches(
+            keep_videos, fn_kwargs={"video_ids": frozenset(video_ids), "keep": True}, batch_format="numpy"
+        )
+        if grouped:
+            partitions = None if run.deterministic else shuffle_partitions(len(video_ids))
+            by_video = ds.groupby("video_id", num_partitions=partitions)
+            return by_video.map_groups(make_examples_batch, fn_kwargs=kwargs, batch_format="numpy")
     return ds.map_batches(
         make_examples_batch,
         fn_kwargs={**kwargs, "per_row": True},

@@ -253,6 +253,25 @@ def weak_features(ray_local: None, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+def test_seeded_group_by_examples_arrive_in_the_same_order_every_time(weak_features: str) -> None:
+    """The hash shuffle behind a group-by emits partitions as they finish; a seeded run must not see that."""
+    from pipelines.config import load_config
+    from pipelines.train import TrainRunConfig, _execution_options, build_example_dataset
+    from vad_models.mtvae.config import MtVaeConfig
+    from vad_models.registry import get_method
+
+    cfg = load_config(MtVaeConfig, REPO / "configs" / "mtvae" / "synthetic.yaml", ("feature_dim=256",))
+    videos = sorted({r["video_id"] for r in read_manifest(weak_features).to_pylist() if r["split"] == "train"})
+    orders = []
+    for _ in range(2):
+        ds = build_example_dataset(get_method("mtvae"), cfg, weak_features, videos, TrainRunConfig())
+        ds.context.execution_options = _execution_options(True)
+        batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+        orders.append(np.concatenate([b["segments"][:, 0, 0, :4] for b in batches]))
+    assert len(orders[0]) == len(videos)
+    np.testing.assert_array_equal(orders[0], orders[1])
+
+
 @pytest.mark.slow  # five Ray Train phases and three scoring runs on the 20-video weak preset
 def test_weak_preset_baseline_and_host_with_and_without_pseudo_videos(
     weak_features: str, tmp_path: Path, record_property: Callable[[str, object], None]

@@ -91,6 +91,25 @@ def test_per_row_seeded_examples_do_not_depend_on_how_rows_are_batched(name: str
         np.testing.assert_array_equal(values, np.concatenate([h[column] for h in halves]), err_msg=column)
 
 
+def test_seeded_examples_of_a_video_do_not_depend_on_the_order_its_rows_arrive_in() -> None:
+    """A group-by delivers a video's rows in whatever order its shuffle produced; the seeded draws must not change."""
+    from pipelines.config import config_to_dict
+    from pipelines.train import _freeze, make_examples_batch
+    from tests.helpers import method_smoke_setup
+
+    method, cfg, rows = method_smoke_setup("mtvae")
+    assert method.input_spec(cfg).group_by_video
+    first = np.asarray(rows["video_id"])[0]
+    video = {k: np.asarray(v)[np.asarray(rows["video_id"]) == first] for k, v in rows.items()}
+    assert len(video["video_id"]) >= 3
+    shuffled = {k: v[np.random.default_rng(0).permutation(len(v))] for k, v in video.items()}
+    key = _freeze(config_to_dict(cfg))
+    a = make_examples_batch(video, "mtvae", key, seed=2)
+    b = make_examples_batch(shuffled, "mtvae", key, seed=2)
+    for column in a:
+        np.testing.assert_array_equal(a[column], b[column], err_msg=column)
+
+
 def test_bf16_autocast_runs_the_loss_in_bf16_and_keeps_fp32_weights(
     luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
