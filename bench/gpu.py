@@ -500,50 +500,37 @@ def run(
     meas, comps, targets = result["measurements"], result["comparisons"], result["targets"]
     on_gpu = device.type == "cuda"
     size = f"{cfg.height}x{cfg.width}"
-    scoring = training = i3d = {}
-    if "scoring" in sections:
-        scoring = _sweep(
-            meas,
-            "scoring",
-            [v for v in SCORE_VARIANTS if on_gpu or v.precision != "tf32"],
-            plan.score_batch_sizes,
+    # section -> (label, variants (the first is the baseline), batch sizes, measure, unit, GFLOP per item)
+    table: dict[str, tuple[str, tuple[Variant, ...], tuple[int, ...], Callable[[Variant, int], float], str, Any]] = {
+        "scoring": (
+            "scoring", SCORE_VARIANTS, plan.score_batch_sizes,
             lambda v, b: measure_scoring(cfg, plan, v, b, device)["frames_per_s"],
-            "frames/s",
-            gflops=result["config"]["gflops_per_window"],
-            save=save,
-        )
-    if "training" in sections:
-        training = _sweep(
-            meas,
-            "training",
-            [v for v in TRAIN_VARIANTS if on_gpu or v.precision != "tf32"],
-            plan.train_batch_sizes,
+            "frames/s", result["config"]["gflops_per_window"],
+        ),
+        "training": (
+            "training", TRAIN_VARIANTS, plan.train_batch_sizes,
             lambda v, b: measure_training(cfg, plan, v, b, device)["clips_per_s"],
-            "clips/s",
-            save=save,
-        )
-    if "i3d" in sections:
-        i3d = _sweep(
-            meas,
-            "i3d ten-crop",
-            [v for v in I3D_VARIANTS if on_gpu or v.precision != "tf32"],
-            plan.i3d_batch_sizes,
+            "clips/s", None,
+        ),
+        "i3d": (
+            "i3d ten-crop", I3D_VARIANTS, plan.i3d_batch_sizes,
             lambda v, b: measure_i3d(plan, v, b, device)["snippets_per_s"],
-            "snippets/s",
-            save=save,
-        )
-        fidelity = i3d_bf16_fidelity(plan, device)
-        for metric, value in fidelity.items():
-            meas.append(common.measurement("i3d bf16 vs fp32 features", metric, value, "", dtype="bf16"))
-    for kind, best, variants, unit in (
-        ("scoring", scoring, SCORE_VARIANTS, "frames/s"),
-        ("training", training, TRAIN_VARIANTS, "clips/s"),
-        ("i3d ten-crop", i3d, I3D_VARIANTS, "snippets/s"),
-    ):
-        base = best.get(variants[0].name)
-        for name, value in best.items():
+            "snippets/s", None,
+        ),
+    }  # fmt: skip
+    best: dict[str, dict[str, float]] = {}
+    for section in (s for s in SECTIONS if s in sections):
+        label, variants, batch_sizes, measure, unit, gflops = table[section]
+        runnable = [v for v in variants if on_gpu or v.precision != "tf32"]  # TF32 exists on CUDA only
+        best[section] = _sweep(meas, label, runnable, batch_sizes, measure, unit, gflops=gflops, save=save)
+        base = best[section].get(variants[0].name)
+        for name, value in best[section].items():
             if name != variants[0].name:
-                comps.append(common.comparison(f"gpu {kind} {name} vs {variants[0].name}", value, base, unit))
+                comps.append(common.comparison(f"gpu {label} {name} vs {variants[0].name}", value, base, unit))
+    if "i3d" in sections:
+        for metric, value in i3d_bf16_fidelity(plan, device).items():
+            meas.append(common.measurement("i3d bf16 vs fp32 features", metric, value, "", dtype="bf16"))
+    scoring, training = best.get("scoring", {}), best.get("training", {})
     if on_gpu:  # the moonshots are GPU numbers; a CPU smoke run only checks the code path
         if "scoring" in sections:
             bf16 = SCORE_VARIANTS[-1].name
