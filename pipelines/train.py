@@ -202,11 +202,8 @@ def rows_seed(rows: dict[str, np.ndarray], seed: int) -> list[int]:
     names = [key for key in _ROW_KEYS if key in rows]
     columns = [np.asarray(rows[key], dtype=np.int64) for key in names]
     video_ids = np.asarray(rows.get("video_id", np.array([]))).astype(str)
-    if "video_id" in rows:
-        columns_sorted_by = [*reversed(columns), video_ids]  # lexsort: the last key is the primary one
-    else:
-        columns_sorted_by = list(reversed(columns))
-    order = np.lexsort(columns_sorted_by) if columns_sorted_by and len(columns_sorted_by[0]) > 1 else slice(None)
+    sort_keys = [*reversed(columns), *([video_ids] if "video_id" in rows else [])]  # lexsort: last key is primary
+    order = np.lexsort(sort_keys) if sort_keys else slice(None)
     digest = hashlib.sha256()
     digest.update(str(seed).encode())
     for value in video_ids[order].tolist():

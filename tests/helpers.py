@@ -50,3 +50,12 @@ def method_smoke_examples(method: Any, rows: dict[str, np.ndarray], cfg: Any) ->
         for vid in np.unique(video_ids)
     ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def method_smoke_batch(examples: dict[str, np.ndarray], cfg: Any, device: Any = "cpu") -> dict[str, Any]:
+    """The first ``cfg.batch_size`` examples as a tensor batch on ``device``, as the trainer feeds them."""
+    import torch
+
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v[: int(cfg.batch_size)])).to(device) for k, v in examples.items()
+    }

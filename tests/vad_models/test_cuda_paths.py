@@ -9,16 +9,14 @@ uint8 frames are shipped and windowed on the device, ``on_phase_start`` works on
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import method_smoke_examples, method_smoke_setup
+from bench.gpu import fp32_precision  # TF32 off: CPU and GPU then compute the same fp32 arithmetic
+from tests.helpers import method_smoke_batch, method_smoke_examples, method_smoke_setup
 from vad_models.base import TrainContext
 from vad_models.registry import available_methods
 
@@ -26,24 +24,6 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 METHODS = available_methods()
 CUDA = torch.device("cuda")
-
-
-@contextlib.contextmanager
-def _ieee_fp32() -> Iterator[None]:
-    """TF32 off for cuDNN convolutions and matmuls, so CPU and GPU compute the same fp32 arithmetic."""
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision = matmul.fp32_precision = "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved
-
-
-def _batch(examples: dict[str, np.ndarray], cfg: Any, device: torch.device) -> dict[str, torch.Tensor]:
-    return {
-        k: torch.from_numpy(np.ascontiguousarray(v[: int(cfg.batch_size)])).to(device) for k, v in examples.items()
-    }
 
 
 def _assert_close(gpu: np.ndarray, cpu: np.ndarray, what: str) -> None:
@@ -58,7 +38,7 @@ def test_task_scores_on_cuda_match_the_cpu(name: str) -> None:
     torch.manual_seed(0)
     model = method.build_model(cfg).eval()
     gpu_model = copy.deepcopy(model).to(CUDA)
-    with _ieee_fp32():
+    with fp32_precision("fp32"):
         cpu_scores = method.task_scores(model, rows, cfg)
         gpu_scores = method.task_scores(gpu_model, rows, cfg)
     assert set(gpu_scores) == set(cpu_scores)
@@ -66,7 +46,7 @@ def test_task_scores_on_cuda_match_the_cpu(name: str) -> None:
     np.testing.assert_array_equal(gpu_scores["frame_idx"], cpu_scores["frame_idx"])
     for column in method.score_columns(cfg):
         _assert_close(gpu_scores[column], cpu_scores[column], f"{name} score column {column!r}")
-    with _ieee_fp32():
+    with fp32_precision("fp32"):
         cpu_maps = method.anomaly_maps(model, rows, cfg)
         gpu_maps = None if cpu_maps is None else method.anomaly_maps(gpu_model, rows, cfg)
     if cpu_maps is not None:
@@ -85,15 +65,15 @@ def test_first_training_loss_on_cuda_matches_the_cpu(name: str) -> None:
     examples = method_smoke_examples(method, rows, cfg)
     phase = method.phases(cfg)[0].name
     ctx = TrainContext(phase=phase, epoch=0, step=0)
-    cpu_batch = _batch(examples, cfg, torch.device("cpu"))
+    cpu_batch = method_smoke_batch(examples, cfg)
     method.on_phase_start(model, phase, [cpu_batch], cfg, ctx)
     model.eval()
     gpu_model = copy.deepcopy(model).to(CUDA)
-    gpu_batch = _batch(examples, cfg, CUDA)
+    gpu_batch = method_smoke_batch(examples, cfg, CUDA)
 
     def loss(net: torch.nn.Module, batch: dict[str, torch.Tensor], seed: int) -> dict[str, float]:
         torch.manual_seed(seed)
-        with _ieee_fp32(), torch.no_grad():
+        with fp32_precision("fp32"), torch.no_grad():
             return {k: float(v) for k, v in method.training_loss(net, batch, cfg, ctx).items()}
 
     reference = loss(copy.deepcopy(model), cpu_batch, 0)
@@ -112,7 +92,7 @@ def test_every_phase_trains_on_cuda(name: str, precision: str) -> None:
     method, cfg, rows = method_smoke_setup(name)
     torch.manual_seed(0)
     model = method.build_model(cfg).to(CUDA).train()
-    batch = _batch(method_smoke_examples(method, rows, cfg), cfg, CUDA)
+    batch = method_smoke_batch(method_smoke_examples(method, rows, cfg), cfg, CUDA)
     for index, phase in enumerate(method.phases(cfg)):
         ctx = TrainContext(phase=phase.name, epoch=0, step=2 * index)
         method.on_phase_start(model, phase.name, [batch], cfg, ctx)

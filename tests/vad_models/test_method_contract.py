@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import method_smoke_examples, method_smoke_setup
+from tests.helpers import method_smoke_batch, method_smoke_examples, method_smoke_setup
 from vad_models.base import InputSpec, TrainContext, get_frame_spec
 from vad_models.registry import available_methods
 
@@ -68,7 +68,7 @@ def test_make_examples_and_training_loss(name: str) -> None:
     assert next(iter(lengths.values())) > 0, f"{name} made no examples from its smoke rows"
     for key, value in examples.items():
         assert isinstance(value, np.ndarray) and value.dtype.kind in "biuf", f"{name} column {key!r} is not numeric"
-    batch = {k: torch.from_numpy(np.ascontiguousarray(v[: int(cfg.batch_size)])) for k, v in examples.items()}
+    batch = method_smoke_batch(examples, cfg)
 
     model.train()
     for step, phase in enumerate(method.phases(cfg)):
