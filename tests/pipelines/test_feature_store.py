@@ -7,7 +7,7 @@ module runs in seconds; the 2048-d / 224² shape is checked in tests/vad_models/
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from pipelines.stores import (
     read_store_metadata,
     write_store_metadata,
 )
+from tests.helpers import load_job
 from vad_models.i3d.config import I3DConfig
 from vad_models.i3d.model import I3DResNet50
 from vad_models.i3d.transforms import preprocess
@@ -57,21 +58,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _load_job():
-    spec = importlib.util.spec_from_file_location("extract_i3d", REPO / "jobs" / "extract_i3d.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    return job
-
-
 @pytest.fixture(scope="module")
 def feature_store(clip_store: str, weights: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Extracted once, through the CLI (weights file, 3 snippets per forward, pinned tiny geometry)."""
     out = str(tmp_path_factory.mktemp("i3d_features") / "store")
-    assert (
-        _load_job().main(["--data", clip_store, "--out", out, "--weights", str(weights), "--batch-size", "3", *TINY])
-        == 0
-    )
+    argv = ["--data", clip_store, "--out", out, "--weights", str(weights), "--batch-size", "3", *TINY]
+    assert load_job("extract_i3d").main(argv) == 0
     return out
 
 
@@ -158,7 +150,7 @@ def test_rtfm_gt_pads_with_the_last_label_and_cuts_the_tail() -> None:
 
 def test_existing_output_is_refused(clip_store: str, feature_store: str) -> None:
     with pytest.raises(SystemExit):
-        _load_job().main(["--data", clip_store, "--out", feature_store, "--random-init", *TINY])
+        load_job("extract_i3d").main(["--data", clip_store, "--out", feature_store, "--random-init", *TINY])
     with pytest.raises(StoreExistsError):
         extract_features(clip_store, feature_store, CFG, ExtractOptions(random_init=True))
 
@@ -270,6 +262,27 @@ def test_seeded_group_by_examples_arrive_in_the_same_order_every_time(weak_featu
         orders.append(np.concatenate([b["segments"][:, 0, 0, :4] for b in batches]))
     assert len(orders[0]) == len(videos)
     np.testing.assert_array_equal(orders[0], orders[1])
+
+
+def test_train_mtvae_and_score_jobs_run_the_chain_on_a_feature_store(weak_features: str, tmp_path: Path) -> None:
+    """``jobs/train_mtvae.py`` (baseline -> MT-VAE -> host) then ``jobs/score.py --method mtvae --evaluate``."""
+    from pipelines.cli import run_train_job
+
+    out = tmp_path / "run"
+    config = str(REPO / "configs" / "mtvae" / "synthetic.yaml")
+    short = ["feature_dim=256", "epochs=1", "vae_epochs=1", "host_epochs=1"]
+    argv = ["--data", weak_features, "--out", str(out), "--config", config, "--val-fraction", "0", *short]
+    assert run_train_job("mtvae", argv) == 0
+    scores = tmp_path / "scores"
+    argv = ["--method", "mtvae", "--checkpoint", str(out), "--data", weak_features, "--out", str(scores), "--evaluate"]
+    assert load_job("score").main(argv) == 0
+    # the chain ends in the host phase, and jobs/score.py scored every test video from that checkpoint
+    assert json.loads((out / "latest.json").read_text())["checkpoint"] == "checkpoints/02-host-epoch0001"
+    summary = json.loads((scores / "summary.json").read_text())
+    test_videos = {r["video_id"] for r in read_manifest(weak_features).to_pylist() if r["split"] == "test"}
+    assert summary["videos_scored"] == len(test_videos) and not summary["videos_failed"]
+    assert {p.stem for p in (scores / "scores").rglob("*.parquet")} == test_videos
+    assert 0.0 <= json.loads((scores / "metrics.json").read_text())["micro_auroc"] <= 1.0
 
 
 @pytest.mark.slow  # five Ray Train phases and three scoring runs on the 20-video weak preset
