@@ -36,7 +36,7 @@ import torch
 
 from pipelines import storage
 from pipelines.clip_store import read_clip_store
-from pipelines.runtime import require_gpus
+from pipelines.runtime import require_gpus, reuse_freed_memory
 from pipelines.stores import (
     DATA_DIR,
     prepare_store,
@@ -142,6 +142,7 @@ class I3DSnippetExtractor:
     ) -> None:
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("the I3D extractor actor was given a GPU slot but torch sees no CUDA device")
+        reuse_freed_memory()
         self.device = torch.device("cuda" if use_gpu else "cpu")
         if isinstance(state, ray.ObjectRef):
             state = ray.get(state)

@@ -39,7 +39,7 @@ from pipelines import storage
 from pipelines.checkpoint import LoadedCheckpoint, load_checkpoint
 from pipelines.config import config_to_dict, method_config_with
 from pipelines.evaluate import align_to_frames
-from pipelines.runtime import require_gpus
+from pipelines.runtime import require_gpus, reuse_freed_memory
 from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method
 
@@ -128,6 +128,7 @@ class TaskScorer:
     """
 
     def __init__(self, checkpoint: str, use_gpu: bool) -> None:
+        reuse_freed_memory()
         device = "cuda" if use_gpu else "cpu"
         if use_gpu and not torch.cuda.is_available():
             raise RuntimeError("scoring actor was given a GPU slot but torch sees no CUDA device")

@@ -52,7 +52,7 @@ from pipelines.checkpoint import (
 )
 from pipelines.config import config_from_dict, config_to_dict
 from pipelines.faults import maybe_crash
-from pipelines.runtime import require_gpus
+from pipelines.runtime import require_gpus, reuse_freed_memory
 from pipelines.stores import read_manifest, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method, TrainContext
 from vad_models.registry import get_method
@@ -443,6 +443,7 @@ def _execution_options(deterministic: bool) -> Any:
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker loop, the same for every method (see the module docstring)."""
+    reuse_freed_memory()
     method = get_method(config["method"])
     cfg = config_from_dict(method.config_class, config["method_config"])
     run = TrainRunConfig(**config["run"])
@@ -680,6 +681,11 @@ def train(
             datasets["calibration"] = read_store(data, split="train").map_batches(
                 keep_videos, fn_kwargs={"video_ids": frozenset(normal), "keep": True}, batch_format="numpy"
             )
+    if run.num_workers == 0:
+        # Local mode hands the loop these datasets as they are, without DataConfig's execution options: without
+        # preserve_order their blocks arrive as they finish and a seeded run trained differently every time.
+        for ds in datasets.values():
+            ds.context.execution_options = _execution_options(run.deterministic)
     # Ray Train V2 deprecates resume_from_checkpoint: the worker loads this checkpoint itself when Ray has none.
     resume_from = read_pointer(out, "latest.json") if run.resume else None
     if resume_from is not None:

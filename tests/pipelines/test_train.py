@@ -53,6 +53,29 @@ def test_the_same_seed_reproduces_the_same_weights(luss_checkpoint: str, luss_st
     assert load_checkpoint(again.checkpoint).checkpoint_id == load_checkpoint(luss_checkpoint).checkpoint_id
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_local_mode_hands_the_loop_datasets_that_keep_their_block_order(
+    deterministic: bool, luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray Train's local mode skips DataConfig: without preserve_order a seeded demo run measured micro AUROC 0.76,
+    0.80 and 0.84 on three runs, because blocks reached the seeded shuffle in the order they finished."""
+    import pipelines.train as train_module
+
+    handed: dict = {}
+
+    class CapturingTrainer(train_module.TorchTrainer):
+        def fit(self):  # noqa: ANN202 - Ray's signature
+            handed.update(self.datasets)
+            raise RuntimeError("captured")
+
+    monkeypatch.setattr(train_module, "TorchTrainer", CapturingTrainer)
+    run = TrainRunConfig(num_workers=0, val_fraction=0.5, deterministic=deterministic)
+    with pytest.raises(RuntimeError, match="captured"):
+        train("luss_ae", _cfg(), luss_store, str(tmp_path / "run"), run)
+    assert set(handed) >= {"train", "val"}
+    assert all(ds.context.execution_options.preserve_order is deterministic for ds in handed.values())
+
+
 def test_seeded_examples_repeat_and_unseeded_ones_vary() -> None:
     from pipelines.config import config_to_dict
     from pipelines.train import _freeze, make_examples_batch
