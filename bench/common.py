@@ -641,6 +641,12 @@ def worker_main(args: argparse.Namespace, jobs: Mapping[str, Callable[[dict[str,
     # Plain baselines get one torch thread per pinned core, as a user would run them (Ray sets its workers'
     # threads itself from their CPU reservation, see the jobs).
     torch.set_num_threads(int(payload.get("torch_threads") or len(cores)))
+    if not payload.get("glibc_malloc"):
+        from pipelines.runtime import reuse_freed_memory
+
+        # The pipeline's training loop and actors reuse freed tensor memory (pipelines.runtime); baselines do too,
+        # so a ratio measures the pipeline, not the allocator. Jobs given glibc_malloc measure that difference.
+        reuse_freed_memory()
     if args.with_ray:
         from pipelines.runtime import init_ray
 

@@ -234,7 +234,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_threads": 1,
     }
     one_thread = common.run_job(__file__, "plain", job_plain, payload, in_process=in_process, log_dir=log_dir)
-    summarize(result, runs, one_thread)
+    glibc = None
+    if not in_process:  # the allocator setting cannot be undone inside the test process
+        payload = dict(payload, glibc_malloc=True)
+        glibc = common.run_job(__file__, "plain", job_plain, payload, in_process=False, log_dir=log_dir)
+    summarize(result, runs, one_thread, glibc)
     path = common.finish_result(result, args.results_dir)
     print(common.format_table(common.table_rows(result)))
     print(f"[bench:score] wrote {path}", flush=True)
@@ -246,8 +250,17 @@ def _marginal(frames: int, seconds: float) -> float | None:
     return frames / seconds if seconds > 0 else None
 
 
-def summarize(result: dict[str, Any], runs: list[dict[str, Any]], one_thread: dict[str, Any]) -> None:
-    """Raw runs -> measurements, ratios, flatness targets and findings (in place)."""
+def summarize(
+    result: dict[str, Any],
+    runs: list[dict[str, Any]],
+    one_thread: dict[str, Any],
+    glibc_malloc: dict[str, Any] | None = None,
+) -> None:
+    """Raw runs -> measurements, ratios, flatness targets and findings (in place).
+
+    ``one_thread`` is the plain loop on the longest video with one torch thread; ``glibc_malloc`` the same with
+    glibc's malloc defaults (no freed-memory reuse), when measured.
+    """
     meas, comps, targets, findings = (result[k] for k in ("measurements", "comparisons", "targets", "findings"))
     for run in runs:
         n, ours, plain = run["frames"], run["ours"], run["plain"]
@@ -305,6 +318,16 @@ def summarize(result: dict[str, Any], runs: list[dict[str, Any]], one_thread: di
             "frames/s",
         )
     )
+    if glibc_malloc is not None:
+        comps.append(
+            common.comparison(
+                f"plain loop, 1 torch thread, {n} frames: freed tensor memory reused vs glibc malloc defaults",
+                common.rate(n, one_thread["wall_s"]),
+                common.rate(n, glibc_malloc["wall_s"]),
+                "frames/s",
+                note="pipelines.runtime.reuse_freed_memory, used by ours and every baseline here",
+            )
+        )
     if len(runs) >= 2:
         a, b = runs[-2], runs[-1]
         extra = b["frames"] - a["frames"]

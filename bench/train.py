@@ -282,6 +282,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             in_process=in_process,
             log_dir=log_dir,
         )
+    if not in_process:  # the allocator setting cannot be undone inside the test process
+        print(f"[bench:train] {mode}: plain PyTorch loop with glibc's malloc defaults ...", flush=True)
+        plain["glibc_malloc"] = common.run_job(
+            __file__, "plain", job_plain, dict(plain_payload, epochs=2, glibc_malloc=True), in_process=False,
+            log_dir=log_dir,
+        )
     summarize(result, runs, plain)
     path = common.finish_result(result, args.results_dir)
     print(common.format_table(common.table_rows(result)))
@@ -305,6 +311,7 @@ def summarize(result: dict[str, Any], runs: dict[str, dict[str, Any]], plain: di
     meas, comps, targets, findings = (result[k] for k in ("measurements", "comparisons", "targets", "findings"))
     for key, run in plain.items():
         label = f"plain loop, {run['torch_threads']} torch threads"
+        label += ", glibc malloc" if key == "glibc_malloc" else ""
         for e in run["epochs"]:
             meas.append(
                 common.measurement(
@@ -371,6 +378,16 @@ def summarize(result: dict[str, Any], runs: dict[str, dict[str, Any]], plain: di
         targets.append(
             common.target(
                 f"training {label}: start-up (train() -> first step)", run.get("startup_s"), "s", STARTUP_TARGET_S, "<="
+            )
+        )
+    if "glibc_malloc" in plain:
+        comps.append(
+            common.comparison(
+                "plain loop: freed tensor memory reused vs glibc malloc defaults",
+                plain_all,
+                _steady(plain["glibc_malloc"]),
+                "clips/s",
+                note="pipelines.runtime.reuse_freed_memory, used by ours and every baseline here",
             )
         )
     counts = {name: run["epochs"][-1]["examples"] for name, run in runs.items() if run["epochs"]}

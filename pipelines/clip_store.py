@@ -58,6 +58,7 @@ import ray
 from pipelines import storage
 from pipelines.datasets import SPLITS, DatasetAdapter, LabelMismatchError, VideoEntry, get_dataset
 from pipelines.decode import FrameSource, decoder_info
+from pipelines.runtime import reuse_freed_memory
 from pipelines.sources import limit_per_split, manifest_sha256
 from pipelines.stores import (
     DATA_DIR,
@@ -185,6 +186,7 @@ def stage_video(row: dict[str, Any], spec: FrameSpec) -> dict[str, Any]:
             input, so the task is retried (see :func:`_retry_storage_errors`) and the job fails if it persists.
     """
     out = dict(row, ok=False, stage="", error="", num_frames=0, fps=float("nan"), height=0, width=0, parts=0)
+    reuse_freed_memory()  # decoded chunks (39 MB at 480p, 199 MB at 1080p) would be mapped and faulted in anew
     try:
         source = FrameSource(row["uri"])
     except storage.StorageError:
