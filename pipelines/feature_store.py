@@ -36,7 +36,7 @@ import torch
 
 from pipelines import storage
 from pipelines.clip_store import read_clip_store
-from pipelines.runtime import require_gpus, reuse_freed_memory
+from pipelines.runtime import require_gpus, reuse_freed_memory, reuse_freed_memory_remote_args
 from pipelines.stores import (
     DATA_DIR,
     prepare_store,
@@ -299,6 +299,7 @@ def extract_features(data: str, out: str, cfg: I3DConfig, opts: ExtractOptions) 
         batch_format="numpy",
         concurrency=opts.concurrency,
         num_gpus=1 if opts.use_gpu else None,
+        **reuse_freed_memory_remote_args(),
     )
     fs, path = storage.resolve(storage.join(out, DATA_DIR))
     features.write_parquet(path, filesystem=fs, partition_cols=["dataset", "split"])

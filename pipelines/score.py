@@ -39,7 +39,7 @@ from pipelines import storage
 from pipelines.checkpoint import LoadedCheckpoint, load_checkpoint
 from pipelines.config import config_to_dict, method_config_with
 from pipelines.evaluate import align_to_frames
-from pipelines.runtime import require_gpus, reuse_freed_memory
+from pipelines.runtime import require_gpus, reuse_freed_memory, reuse_freed_memory_remote_args
 from pipelines.stores import read_manifest, read_quarantine, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method
 
@@ -325,6 +325,7 @@ def score(checkpoint: str, data: str, out: str, cfg: ScoreConfig | None = None) 
             compute=ray.data.ActorPoolStrategy(size=cfg.concurrency),
             num_cpus=cfg.cpus_per_actor,
             num_gpus=1 if cfg.use_gpu else None,
+            **reuse_freed_memory_remote_args(),  # the actor runs its UDF in a thread: reuse in every thread
         )
         if spec.group_by_video:  # e.g. MT-VAE's temporal host needs every snippet of a video at once
             raw = rows.groupby("video_id", num_partitions=shuffle_partitions(len(todo))).map_groups(

@@ -52,7 +52,7 @@ from pipelines.checkpoint import (
 )
 from pipelines.config import config_from_dict, config_to_dict
 from pipelines.faults import maybe_crash
-from pipelines.runtime import require_gpus, reuse_freed_memory
+from pipelines.runtime import require_gpus, reuse_freed_memory, reuse_freed_memory_env
 from pipelines.stores import read_manifest, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method, TrainContext
 from vad_models.registry import get_method
@@ -693,6 +693,8 @@ def train(
     fs, root = storage.resolve(storage.join(out, "ray_train"))
     # Ray Train passes only its own variables to workers; forward the storage retry budget and fault hooks.
     forwarded = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    # The loop runs in a thread of the worker: reuse freed memory in every thread (see reuse_freed_memory_env).
+    forwarded.update(reuse_freed_memory_env())
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config={
@@ -745,7 +747,7 @@ def train(
     return TrainResult(out=out, checkpoint=final, metrics=metrics)
 
 
-_FORWARDED_ENV = ("VAD_FAULT_CRASH_AT_STEP", "VAD_FAULT_MARKER", "VAD_STORAGE_RETRIES")
+_FORWARDED_ENV = ("VAD_FAULT_CRASH_AT_STEP", "VAD_FAULT_MARKER", "VAD_STORAGE_RETRIES", "VAD_REUSE_FREED_MEMORY")
 
 
 def _check_store_matches(method: Method, cfg: Any, data: str) -> None:

@@ -56,30 +56,60 @@ def test_a_joined_cluster_is_given_time_to_scale_up_then_a_clear_error(
 
 
 _FAULTS_OF_REPEATED_ALLOCATIONS = """
-import resource, sys, torch
+import resource, sys, threading, torch
 from pipelines.runtime import reuse_freed_memory
-tuned = reuse_freed_memory()
-torch.empty(16 << 20).fill_(1.0)  # 64 MiB, once: the heap grows to hold it
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):  # a training step's activations, freed and allocated again
-    torch.empty(16 << 20).fill_(1.0)
-print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+tuned = reuse_freed_memory() if sys.argv[1] == "main" else None
+
+def steps(result):
+    torch.empty(32 << 20).fill_(1.0)  # 128 MiB, once: the heap grows to hold it
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):  # a training step's activations, freed and allocated again
+        torch.empty(32 << 20).fill_(1.0)
+    result.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+result = []
+if sys.argv[1] == "main":
+    steps(result)
+else:  # like a Ray Data actor's UDF or a Train worker's loop: a thread with its own malloc arena
+    thread = threading.Thread(target=steps, args=(result,))
+    thread.start()
+    thread.join()
+print(tuned, result[0])
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_reused_memory_is_not_faulted_in_again_every_step() -> None:
-    def faults(switch: str) -> tuple[str, int]:
+    from pipelines.runtime import reuse_freed_memory_env
+
+    def faults(switch: str, where: str, extra_env: dict[str, str] | None = None) -> tuple[str, int]:
         env = dict(os.environ, VAD_REUSE_FREED_MEMORY=switch, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        env.update(extra_env or {})
         done = subprocess.run(
-            [sys.executable, "-c", _FAULTS_OF_REPEATED_ALLOCATIONS], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", _FAULTS_OF_REPEATED_ALLOCATIONS, where],
+            env=env, capture_output=True, text=True, check=True,
         )
         tuned, count = done.stdout.split()
         return tuned, int(count)
 
-    default_tuned, tuned_faults = faults("1")
-    off_tuned, untuned_faults = faults("0")
+    default_tuned, tuned_faults = faults("1", "main")
+    off_tuned, untuned_faults = faults("0", "main")
     assert (default_tuned, off_tuned) == ("True", "False")
-    # glibc's defaults map and unmap the 64 MiB block every time: 20 x 16,384 page faults; reuse faults none.
-    assert untuned_faults > 20 * 10_000
+    # glibc's defaults map and unmap the 128 MiB block every time: 20 x 32,768 page faults; reuse faults none.
+    assert untuned_faults > 20 * 20_000
     assert tuned_faults < untuned_faults / 20
+    # A thread allocates from its own arena, whose heaps cannot hold 128 MiB: only the process environment helps.
+    _, thread_untuned = faults("0", "thread")
+    _, thread_tuned = faults("1", "thread", reuse_freed_memory_env())
+    assert thread_untuned > 20 * 20_000 and thread_tuned < thread_untuned / 20
+
+
+def test_the_reuse_environment_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.runtime import reuse_freed_memory_env, reuse_freed_memory_remote_args
+
+    monkeypatch.setenv("VAD_REUSE_FREED_MEMORY", "0")
+    assert reuse_freed_memory_env() == {} and reuse_freed_memory_remote_args() == {}
+    monkeypatch.setenv("VAD_REUSE_FREED_MEMORY", "1")
+    if sys.platform.startswith("linux"):
+        assert reuse_freed_memory_remote_args() == {"runtime_env": {"env_vars": reuse_freed_memory_env()}}
+        assert reuse_freed_memory_env()["MALLOC_MMAP_MAX_"] == "0"
