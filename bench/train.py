@@ -2,7 +2,8 @@
 
 * **ours**: :func:`pipelines.train.train` on a clip store of the ``bench`` preset's training videos (64x64 gray,
   the demo's narrow channels), in local mode (``num_workers=0``: the loop runs in the driver) and with one Ray
-  Train worker. Examples stream from the store through Ray Data (``make_examples`` every epoch).
+  Train worker. Examples stream from the store through Ray Data (``make_examples`` every epoch); the
+  "cached examples" local run builds them once in the object store (``TrainRunConfig.cache_examples``).
 * **plain**: the same videos decoded once into the same segments, ``make_examples`` once, then a bare loop:
   shuffled index batches -> ``training_loss`` -> ``backward`` -> ``Adam.step``. Same model, config and batch size.
 
@@ -50,13 +51,19 @@ class Plan:
     train_stride: int
     epochs: int
     limit: int | None  # training videos (None: all of the preset's)
-    runs: tuple[str, ...]  # "local", "worker"
+    runs: tuple[str, ...]  # "local", "local_cached" (TrainRunConfig.cache_examples), "worker"
 
+
+RUN_LABELS = {
+    "local": "local mode",
+    "local_cached": "local mode, cached examples",
+    "worker": "1 Ray Train worker",
+}
 
 PLANS = {
     "smoke": Plan("tiny", 32, (16, 16, 32, 32), (32, 16), 8, 4, 1, None, ("local",)),
-    "quick": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 6, 2, 2, ("local", "worker")),
-    "full": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 6, 2, None, ("local", "worker")),
+    "quick": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 6, 2, 2, ("local", "local_cached", "worker")),
+    "full": Plan("bench", 64, (32, 48, 64, 64), (64, 32), 16, 6, 2, None, ("local", "local_cached", "worker")),
 }
 
 
@@ -138,6 +145,7 @@ def job_train(payload: dict[str, Any]) -> dict[str, Any]:
         resume=False,
         keep_checkpoints=cfg.epochs + 1,
         name=f"bench-{payload['num_workers']}w",
+        cache_examples=bool(payload.get("cache_examples")),
     )
     stdout = payload.get("_stdout")
     started = time.perf_counter()
@@ -262,7 +270,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "size": plan.size,
             "limit": plan.limit,
             "cfg": cfg_dict,
-            "num_workers": 0 if name == "local" else 1,
+            "num_workers": 1 if name == "worker" else 0,
+            "cache_examples": name == "local_cached",
             "out": str(cache / "scratch" / f"train-{name}"),
         }
         print(f"[bench:train] {mode}: pipelines.train ({name}) ...", flush=True)
@@ -327,7 +336,7 @@ def summarize(result: dict[str, Any], runs: dict[str, dict[str, Any]], plain: di
         meas.append(common.measurement(label, "prep (decode + make_examples)", run["prep_s"], "s"))
     plain_all = _steady(plain["all"])
     for name, run in runs.items():
-        label = "local mode" if name == "local" else "1 Ray Train worker"
+        label = RUN_LABELS[name]
         for e in run["epochs"]:
             meas.append(
                 common.measurement(
@@ -347,7 +356,7 @@ def summarize(result: dict[str, Any], runs: dict[str, dict[str, Any]], plain: di
                 ray_init_s=run.get("ray_init_s"),
             )
         )
-        if name == "local":
+        if name != "worker":
             comps.append(
                 common.comparison(
                     f"training {label} vs plain loop",

@@ -102,7 +102,9 @@ def run_demo(
     print(ingest.line(), flush=True)
     run_dir = storage.join(out, "train")
     print(f"[demo] 3/6 training {method} at {cfg.height}x{cfg.width} -> {run_dir}", flush=True)
-    result = train(method, cfg, store, run_dir, TrainRunConfig(num_workers=0, val_fraction=0.15, resume=False))
+    # The demo's examples fit in memory many times over: build them once instead of every epoch.
+    run = TrainRunConfig(num_workers=0, val_fraction=0.15, resume=False, cache_examples=True)
+    result = train(method, cfg, store, run_dir, run)
     scores = storage.join(out, "scores")
     print(f"[demo] 4/6 scoring the test videos -> {scores}", flush=True)
     score(result.checkpoint, store, scores, ScoreConfig(split="test"))

@@ -88,6 +88,11 @@ def build_train_parser(method_name: str) -> argparse.ArgumentParser:
         "--fresh-samples", action="store_true",
         help="draw new random training samples every epoch (not reproducible run to run; default: seeded)",
     )
+    parser.add_argument(
+        "--cache-examples", action="store_true",
+        help="build the training examples once in Ray's object store instead of every epoch (they must fit in "
+        "memory; Ray spills the excess to disk)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the method config")
     return parser
 
@@ -102,18 +107,22 @@ def run_train_job(method_name: str, argv: Sequence[str] | None = None) -> int:
         cfg = load_method_config(method_name, args.config, args.overrides)
     except ConfigError as exc:
         fail(str(exc))
-    run = TrainRunConfig(
-        num_workers=args.num_workers,
-        use_gpu=args.use_gpu,
-        max_failures=args.max_failures,
-        name=args.name,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        resume=not args.no_resume,
-        placement_strategy=args.placement,
-        deterministic=not args.fresh_samples,
-        precision=args.precision,
-    )
+    try:
+        run = TrainRunConfig(
+            num_workers=args.num_workers,
+            use_gpu=args.use_gpu,
+            max_failures=args.max_failures,
+            name=args.name,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            resume=not args.no_resume,
+            placement_strategy=args.placement,
+            deterministic=not args.fresh_samples,
+            precision=args.precision,
+            cache_examples=args.cache_examples,
+        )
+    except ValueError as exc:  # e.g. --cache-examples with --fresh-samples
+        fail(str(exc))
     init_ray(args.num_cpus)
     try:
         result = train(method_name, cfg, args.data, args.out, run)

@@ -97,6 +97,11 @@ class TrainRunConfig:
             every epoch, Ray Data keeps block order, and group-by methods group with a sort on ``video_id``
             (a fixed video order) instead of a hash shuffle. ``False`` draws fresh samples every epoch (more
             augmentation on long runs) at the price of run-to-run variation.
+        cache_examples: Build the training and validation examples once, in Ray's object store, and read them
+            every epoch instead of regenerating them from the store (needs ``deterministic``: its examples are
+            the same every epoch anyway). Saves the per-epoch ``make_examples`` work that otherwise shares the
+            cores with training; costs the examples' size in object-store memory (Ray spills the excess to
+            local disk), so it suits corpora whose examples fit in memory, like the demo's.
     """
 
     num_workers: int = 0
@@ -115,10 +120,13 @@ class TrainRunConfig:
     shuffle_buffer: int = 256
     precision: str = "fp32"
     deterministic: bool = True
+    cache_examples: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
+        if self.cache_examples and not self.deterministic:
+            raise ValueError("cache_examples keeps one draw of the examples for every epoch: drop fresh samples")
 
 
 @dataclass
@@ -681,11 +689,22 @@ def train(
             datasets["calibration"] = read_store(data, split="train").map_batches(
                 keep_videos, fn_kwargs={"video_ids": frozenset(normal), "keep": True}, batch_format="numpy"
             )
-    if run.num_workers == 0:
+    if run.num_workers == 0 or run.cache_examples:
         # Local mode hands the loop these datasets as they are, without DataConfig's execution options: without
         # preserve_order their blocks arrive as they finish and a seeded run trained differently every time.
+        # A cached dataset is executed here, so it needs them too.
         for ds in datasets.values():
             ds.context.execution_options = _execution_options(run.deterministic)
+    if run.cache_examples:
+        started = time.perf_counter()
+        for name in ("train", "val"):
+            if name in datasets:
+                datasets[name] = datasets[name].materialize()
+        print(
+            f"[train] cached {datasets['train'].count()} training examples in the object store "
+            f"({time.perf_counter() - started:.1f} s)",
+            flush=True,
+        )
     # Ray Train V2 deprecates resume_from_checkpoint: the worker loads this checkpoint itself when Ray has none.
     resume_from = read_pointer(out, "latest.json") if run.resume else None
     if resume_from is not None:

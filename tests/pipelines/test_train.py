@@ -76,6 +76,18 @@ def test_local_mode_hands_the_loop_datasets_that_keep_their_block_order(
     assert all(ds.context.execution_options.preserve_order is deterministic for ds in handed.values())
 
 
+def test_cached_examples_train_exactly_like_streamed_ones(
+    luss_checkpoint: str, luss_store: str, tmp_path: Path
+) -> None:
+    # The session checkpoint streamed its examples every epoch; built once in the object store they must give the
+    # same batches in the same order, hence the same weights.
+    run = TrainRunConfig(num_workers=0, val_fraction=0.5, log_every=0, cache_examples=True)
+    cached = train("luss_ae", _cfg(), luss_store, str(tmp_path / "cached"), run)
+    assert load_checkpoint(cached.checkpoint).checkpoint_id == load_checkpoint(luss_checkpoint).checkpoint_id
+    with pytest.raises(ValueError, match="cache_examples keeps one draw"):
+        TrainRunConfig(cache_examples=True, deterministic=False)
+
+
 def test_seeded_examples_repeat_and_unseeded_ones_vary() -> None:
     from pipelines.config import config_to_dict
     from pipelines.train import _freeze, make_examples_batch
