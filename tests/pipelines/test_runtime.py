@@ -61,7 +61,8 @@ from pipelines.runtime import reuse_freed_memory
 tuned = reuse_freed_memory() if sys.argv[1] == "main" else None
 
 def steps(result):
-    torch.empty(32 << 20).fill_(1.0)  # 128 MiB, once: the heap grows to hold it
+    for _ in range(10):  # 128 MiB blocks: the heap grows until it holds them (a thread's takes a few steps)
+        torch.empty(32 << 20).fill_(1.0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):  # a training step's activations, freed and allocated again
         torch.empty(32 << 20).fill_(1.0)
@@ -101,7 +102,7 @@ def test_reused_memory_is_not_faulted_in_again_every_step() -> None:
     # A thread allocates from its own arena, whose heaps cannot hold 128 MiB: only the process environment helps.
     _, thread_untuned = faults("0", "thread")
     _, thread_tuned = faults("1", "thread", reuse_freed_memory_env())
-    assert thread_untuned > 20 * 20_000 and thread_tuned < thread_untuned / 20
+    assert thread_untuned > 20 * 20_000 and thread_tuned < thread_untuned / 8  # 0 measured, at most 2 blocks
 
 
 def test_the_reuse_environment_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
