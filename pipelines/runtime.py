@@ -72,7 +72,7 @@ def reuse_freed_memory() -> bool:
     global _malloc_tuned
     if _malloc_tuned is None:
         _malloc_tuned = False
-        if os.environ.get("VAD_REUSE_FREED_MEMORY", "1") != "0" and sys.platform.startswith("linux"):
+        if _reuse_wanted():
             try:
                 libc = ctypes.CDLL(None)
                 if hasattr(libc, "gnu_get_libc_version"):  # musl has mallopt too, without these knobs' meaning
@@ -80,8 +80,13 @@ def reuse_freed_memory() -> bool:
                         libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
                     )
             except (OSError, AttributeError):  # no C library to talk to: glibc's defaults stay
-                _malloc_tuned = False
+                pass
     return _malloc_tuned
+
+
+def _reuse_wanted() -> bool:
+    """Linux, and not switched off with ``VAD_REUSE_FREED_MEMORY=0``."""
+    return os.environ.get("VAD_REUSE_FREED_MEMORY", "1") != "0" and sys.platform.startswith("linux")
 
 
 def reuse_freed_memory_env() -> dict[str, str]:
@@ -96,7 +101,7 @@ def reuse_freed_memory_env() -> dict[str, str]:
         >>> sorted(reuse_freed_memory_env())  # doctest: +SKIP
         ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_']
     """
-    if os.environ.get("VAD_REUSE_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    if not _reuse_wanted():
         return {}
     return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD_BYTES)}
 
