@@ -38,6 +38,7 @@ __all__ = [
     "Phase",
     "TrainContext",
     "get_frame_spec",
+    "host_tensor",
     "model_device",
     "register_frame_spec",
 ]
@@ -152,6 +153,23 @@ def model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def host_tensor(array: Any) -> torch.Tensor:
+    """A contiguous CPU tensor of ``array``, sharing its memory unless the array is read-only.
+
+    Batches that Ray Data hands over zero-copy from Arrow are read-only; ``torch.from_numpy`` would warn on every
+    batch and leave a tensor whose writes are undefined, so those are copied (frames are uint8: the copy is small
+    next to the model).
+
+    Example:
+        >>> frozen = np.zeros((2, 3), dtype=np.uint8)
+        >>> frozen.flags.writeable = False
+        >>> host_tensor(frozen).shape
+        torch.Size([2, 3])
+    """
+    array = np.ascontiguousarray(array)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 class Method(ABC):

@@ -38,7 +38,7 @@ from torch import nn
 
 from pipelines.windows import segment_windows
 from vad_models import ops
-from vad_models.base import InputSpec, Method, TrainContext, model_device
+from vad_models.base import InputSpec, Method, TrainContext, host_tensor, model_device
 from vad_models.luss_ae.config import ERROR_TYPES, LussAeConfig
 from vad_models.luss_ae.model import LussAe
 
@@ -209,7 +209,7 @@ class LussAeMethod(Method):
             for video_id, start, frames in _segments(rows, cfg):
                 if len(frames) <= cfg.clip_len:
                     continue
-                scores = self._score_segment(model, torch.from_numpy(np.ascontiguousarray(frames)).to(device), cfg)
+                scores = self._score_segment(model, host_tensor(frames).to(device), cfg)
                 count = len(frames) - cfg.clip_len
                 parts["video_id"].append(np.full(count, video_id, dtype=object))
                 parts["frame_idx"].append(start + cfg.clip_len + np.arange(count, dtype=np.int64))
@@ -258,7 +258,7 @@ class LussAeMethod(Method):
             for video_id, start, frames in _segments(rows, cfg):
                 if len(frames) <= cfg.clip_len:
                     continue
-                pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+                pixels = host_tensor(frames).to(device)
                 for _, target, out in _window_outputs(model, pixels, cfg):
                     residual = (out.pred.float() - target).flatten(1, 2)  # (b, 1, H, W)
                     blurred = ops.gaussian_blur(residual, cfg.kernel_size, cfg.sigma, cfg.pse_padding)

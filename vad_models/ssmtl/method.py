@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_models.base import InputSpec, Method, TrainContext, model_device
+from vad_models.base import InputSpec, Method, TrainContext, host_tensor, model_device
 from vad_models.ssmtl.config import TASKS, SsmtlConfig
 from vad_models.ssmtl.model import SsmtlNet, encoder_stages
 from vad_models.ssmtl.pixel_map import frame_scores_from_boxes, late_fusion
@@ -223,7 +223,7 @@ class SsmtlMethod(Method):
         device: torch.device,
         parts: dict[str, list[np.ndarray]],
     ) -> None:
-        window = _clips(torch.from_numpy(np.ascontiguousarray(windows)).to(device))  # (b, 3, 2t+1, S, S)
+        window = _clips(host_tensor(windows).to(device))  # (b, 3, 2t+1, S, S)
         t = cfg.half_window
         target = window[:, :, t]  # (b, 3, S, S)
         outputs = model(
