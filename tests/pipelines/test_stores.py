@@ -160,6 +160,29 @@ def _write_raw_store(uri: str, items: list[dict], meta: dict) -> None:
     write_store_metadata(uri, meta)
 
 
+def test_read_store_uses_the_v1_parquet_reader_unless_v2_is_asked_for(
+    luss_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """V2 starts FooterReader actors at every execution; both readers must give the same rows."""
+
+    def plan(ds: object) -> list[str]:
+        return [type(op).__name__ for op in ds._logical_plan.dag.post_order_iter()]
+
+    def rows(ds: object) -> list[tuple]:
+        return sorted((r["video_id"], r["split"], int(r["start_frame"]), r["frames"].tobytes()) for r in ds.take_all())
+
+    monkeypatch.delenv("RAY_DATA_USE_DATASOURCE_V2", raising=False)
+    v1 = read_store(luss_store, split="train")
+    assert plan(v1)[0] == "Read"
+    monkeypatch.setenv("RAY_DATA_USE_DATASOURCE_V2", "1")
+    v2 = read_store(luss_store, split="train")
+    assert plan(v2)[:2] == ["ListFiles", "ReadFiles"]
+    assert rows(v1) == rows(v2) and rows(v1)
+    import ray
+
+    assert ray.data.DataContext.get_current().use_datasource_v2  # Ray's own default is left as it was
+
+
 def test_read_store_binary_frames_read_like_the_tensor_column(ray_local: None, tmp_path: Path) -> None:
     """``frames_encoding: raw_uint8`` stores and stores written before it (tensor column) read identically."""
     import ray

@@ -76,6 +76,40 @@ def test_local_mode_hands_the_loop_datasets_that_keep_their_block_order(
     assert all(ds.context.execution_options.preserve_order is deterministic for ds in handed.values())
 
 
+@pytest.mark.parametrize(("num_workers", "split"), [(1, []), (2, ["train"])])
+def test_only_several_workers_split_the_train_set(
+    num_workers: int, split: list[str], luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker executes the train set itself: no SplitCoordinator actor to start and no per-block round trip."""
+    import pipelines.train as train_module
+
+    captured: dict = {}
+
+    class CapturingTrainer(train_module.TorchTrainer):
+        def fit(self):  # noqa: ANN202 - Ray's signature
+            captured["split"] = self.data_config._datasets_to_split
+            captured["poll"] = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+            raise RuntimeError("captured")
+
+    monkeypatch.setattr(train_module, "TorchTrainer", CapturingTrainer)
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    with pytest.raises(RuntimeError, match="captured"):
+        train("luss_ae", _cfg(), luss_store, str(tmp_path / "run"), TrainRunConfig(num_workers=num_workers))
+    assert captured == {"split": split, "poll": "0.5"}  # Ray Train's controller polls every 0.5 s during fit()
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ  # ... and the driver's environment is restored
+
+
+def test_one_worker_trains_on_the_batches_of_local_mode(luss_checkpoint: str, luss_store: str, tmp_path: Path) -> None:
+    # The session checkpoint trained in local mode; one Train worker reading the unsplit train set must see the
+    # same batches in the same order (torch threads differ, so compare the losses, not the bits of the weights).
+    run = TrainRunConfig(num_workers=1, val_fraction=0.5, log_every=0)
+    result = train("luss_ae", _cfg(), luss_store, str(tmp_path / "one"), run)
+    local = load_checkpoint(luss_checkpoint).metrics
+    assert result.metrics["examples"] == local["examples"] > 0
+    for key in ("train_loss", "train_vcr", "train_ffp", "train_prp", "val_loss"):
+        assert result.metrics[key] == pytest.approx(local[key], rel=1e-4), key
+
+
 def test_cached_examples_train_exactly_like_streamed_ones(
     luss_checkpoint: str, luss_store: str, tmp_path: Path
 ) -> None:
