@@ -28,6 +28,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -334,21 +335,32 @@ def _batches(
     )
 
 
-def _restore(model: torch.nn.Module, resume_from: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Load the latest state: Ray's checkpoint after a worker restart, else ``resume_from`` (a rerun)."""
-    state: dict[str, Any] = {"phase_index": 0, "epoch": 0, "step": 0}
+def _restore(
+    model: torch.nn.Module, resume_from: str | None, out: str, run_id: str | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Load the latest state of this run, else ``resume_from`` (a rerun), else start fresh.
+
+    After a worker restart, Ray hands back the last checkpoint its controller registered. A report reaches the
+    controller only at its next poll, so a worker that dies soon after reporting loses that report, and Ray's
+    checkpoint is one epoch older than the one rank 0 already wrote under ``out`` (``latest.json``). Both are
+    candidates; ``latest.json`` counts only when its ``train_state.json`` carries this run's ``run_id`` (an older
+    run's pointer must not be resumed by a run started with ``resume=False``). The furthest one wins.
+    """
+    candidates: list[dict[str, bytes | None]] = []
+    own = read_pointer(out, "latest.json") if run_id else None
+    state_uri = storage.join(own, "train_state.json") if own is not None else None
+    if state_uri is not None and storage.exists(state_uri):  # read the weights only when the run is this one
+        if json.loads(storage.read_bytes(state_uri)).get("run_id") == run_id:
+            candidates.append(_checkpoint_files(own))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            files = {name: _read_local(os.path.join(directory, name)) for name in _STATE_FILES}
-    elif resume_from is not None:
-        files = {
-            name: storage.read_bytes(storage.join(resume_from, name)) if storage.exists(storage.join(resume_from, name))
-            else None
-            for name in _STATE_FILES
-        }
-    else:
-        return state, None
+            candidates.append({name: _read_local(os.path.join(directory, name)) for name in _STATE_FILES})
+    if not candidates and resume_from is not None:
+        candidates.append(_checkpoint_files(resume_from))
+    if not candidates:
+        return {"phase_index": 0, "epoch": 0, "step": 0}, None
+    files = max(candidates, key=lambda f: int(json.loads(f["train_state.json"])["step"]))  # first of equals
     model.load_state_dict(load_tensor_file(files["model.pt"], what="model.pt"))
     optimizer_state = load_tensor_file(files["optimizer.pt"], what="optimizer.pt") if files["optimizer.pt"] else None
     state = json.loads(files["train_state.json"])
@@ -357,6 +369,13 @@ def _restore(model: torch.nn.Module, resume_from: str | None) -> tuple[dict[str,
         flush=True,
     )
     return state, optimizer_state
+
+
+def _checkpoint_files(uri: str) -> dict[str, bytes | None]:
+    return {
+        name: storage.read_bytes(storage.join(uri, name)) if storage.exists(storage.join(uri, name)) else None
+        for name in _STATE_FILES
+    }
 
 
 _STATE_FILES = ("model.pt", "optimizer.pt", "train_state.json")
@@ -462,7 +481,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(run.seed)  # identical initial weights on every worker
     device = ray.train.torch.get_device() if run.use_gpu else torch.device("cpu")
     model = method.build_model(cfg)
-    state, optimizer_state = _restore(model, config.get("resume_from"))
+    state, optimizer_state = _restore(model, config.get("resume_from"), out, config.get("run_id"))
     model.to(device)
     if world > 1:  # belt and braces: start every worker from rank 0's weights
         for tensor in list(model.state_dict().values()):
@@ -544,6 +563,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
                 if last_epoch
                 else {"phase_index": phase_index, "phase": phase.name, "epoch": epoch + 1, "step": ctx.step}
             )
+            next_state["run_id"] = config.get("run_id")  # lets a restarted worker trust latest.json (_restore)
             final = last_epoch and phase_index + 1 == len(phases)
             calibration, normal_scores = (
                 _fit_calibration(method, model, cfg, datasets) if (final and rank == 0) else (None, None)
@@ -723,6 +743,7 @@ def train(
             "out": out,
             "datasets": sorted(datasets),
             "resume_from": resume_from,
+            "run_id": uuid.uuid4().hex,  # marks this call's checkpoints for a restarted worker (_restore)
         },
         scaling_config=ScalingConfig(
             num_workers=run.num_workers,

@@ -110,6 +110,27 @@ def test_one_worker_trains_on_the_batches_of_local_mode(luss_checkpoint: str, lu
         assert result.metrics[key] == pytest.approx(local[key], rel=1e-4), key
 
 
+def test_a_restarted_worker_resumes_from_this_runs_latest_checkpoint(
+    luss_checkpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray registers a report at its controller's next poll, so a worker that dies before it is restarted with an
+    older checkpoint (here: none) than the one rank 0 already wrote; found when the worker-failure test retrained
+    from scratch. This run's ``latest.json`` is a candidate too; another run's is not."""
+    import ray.train
+
+    from pipelines.train import _restore
+
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)  # the epoch's report never reached Ray
+    saved = load_checkpoint(luss_checkpoint)
+    model = LussAeMethod().build_model(_cfg())
+    state, optimizer_state = _restore(model, None, luss_checkpoint, saved.train_state["run_id"])
+    assert state["step"] == saved.train_state["step"] > 0 and optimizer_state is not None
+    for name, tensor in saved.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    fresh, no_optimizer = _restore(LussAeMethod().build_model(_cfg()), None, luss_checkpoint, "another-run")
+    assert fresh == {"phase_index": 0, "epoch": 0, "step": 0} and no_optimizer is None
+
+
 def test_cached_examples_train_exactly_like_streamed_ones(
     luss_checkpoint: str, luss_store: str, tmp_path: Path
 ) -> None:
