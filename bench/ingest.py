@@ -296,7 +296,7 @@ def job_ray(payload: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
         if view == "le480" and payload.get("repeat", 0) > 1:
             _settle()
-            runs.append(_repeated_run(Path(root), scratch, int(payload["repeat"]), build))
+            runs.append(_repeated_run(view, Path(root), scratch, int(payload["repeat"]), build))
     for view, root in payload["views"].items() if payload["read_videos"] else ():
         _settle()
         out = scratch / f"read_videos-{view}"
@@ -331,28 +331,28 @@ def _settle(timeout_s: float = 30.0) -> None:
     time.sleep(1.0)
 
 
-def _repeated_run(view: Path, scratch: Path, repeat: int, build: dict[str, Any]) -> dict[str, Any]:
-    """Ours on ``view`` with every video linked ``repeat`` times: the same work per frame, ``repeat`` x the frames.
+def _repeated_run(view: str, root: Path, scratch: Path, repeat: int, build: dict[str, Any]) -> dict[str, Any]:
+    """Ours on the view at ``root`` with every video linked ``repeat`` times: ``repeat`` x the frames, same work each.
 
     Against the run of the view itself this gives the marginal (steady-state) rate, without the fixed cost of a
     build (pipeline start, commit, metadata), which a few seconds of video cannot amortise.
     """
     from pipelines.clip_store import build_clip_store
 
-    root = scratch / "repeat-view"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "test").mkdir(parents=True)
-    for video in _view_videos(view):
+    repeated = scratch / "repeat-view"
+    shutil.rmtree(repeated, ignore_errors=True)
+    (repeated / "test").mkdir(parents=True)
+    for video in _view_videos(root):
         for k in range(repeat):
-            os.link(video, root / "test" / f"{video.stem}_r{k}{video.suffix}")
+            os.link(video, repeated / "test" / f"{video.stem}_r{k}{video.suffix}")
     out = scratch / "ours-repeat"
     with common.CpuClock() as clock:
-        summary = build_clip_store("folder", str(root), str(out), SPEC, **build)
+        summary = build_clip_store("folder", str(repeated), str(out), SPEC, **build)
     shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(repeated, ignore_errors=True)
     return {
         "system": "ours_repeat",
-        "view": "le480",
+        "view": view,
         "repeat": repeat,
         "frames": summary.frames,
         "wall_s": clock.wall_s,

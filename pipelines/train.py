@@ -348,14 +348,15 @@ def _restore(
     """
     candidates: list[dict[str, bytes | None]] = []
     own = read_pointer(out, "latest.json") if run_id else None
-    state_uri = storage.join(own, "train_state.json") if own is not None else None
-    if state_uri is not None and storage.exists(state_uri):  # read the weights only when the run is this one
-        if json.loads(storage.read_bytes(state_uri)).get("run_id") == run_id:
-            candidates.append(_checkpoint_files(own))
+    if own is not None:
+        own_files = _checkpoint_files(own, ("train_state.json",))  # the weights only when the run is this one
+        state_json = own_files["train_state.json"]
+        if state_json is not None and json.loads(state_json).get("run_id") == run_id:
+            candidates.append({**own_files, **_checkpoint_files(own, ("model.pt", "optimizer.pt"))})
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            candidates.append({name: _read_local(os.path.join(directory, name)) for name in _STATE_FILES})
+            candidates.append(_checkpoint_files(directory))
     if not candidates and resume_from is not None:
         candidates.append(_checkpoint_files(resume_from))
     if not candidates:
@@ -371,21 +372,15 @@ def _restore(
     return state, optimizer_state
 
 
-def _checkpoint_files(uri: str) -> dict[str, bytes | None]:
-    return {
-        name: storage.read_bytes(storage.join(uri, name)) if storage.exists(storage.join(uri, name)) else None
-        for name in _STATE_FILES
-    }
-
-
 _STATE_FILES = ("model.pt", "optimizer.pt", "train_state.json")
 
 
-def _read_local(path: str) -> bytes | None:
-    if not os.path.exists(path):
-        return None
-    with open(path, "rb") as handle:
-        return handle.read()
+def _checkpoint_files(uri: str, names: tuple[str, ...] = _STATE_FILES) -> dict[str, bytes | None]:
+    """The bytes of ``names`` in the checkpoint directory ``uri`` (local or remote); ``None`` for a missing file."""
+    return {
+        name: storage.read_bytes(storage.join(uri, name)) if storage.exists(storage.join(uri, name)) else None
+        for name in names
+    }
 
 
 def _validation_loss(
