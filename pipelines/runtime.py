@@ -22,7 +22,7 @@ from typing import Any
 import ray
 
 __all__ = ["init_ray", "require_gpus", "reuse_freed_memory", "reuse_freed_memory_env",
-           "reuse_freed_memory_remote_args", "train_poll_interval"]
+           "reuse_freed_memory_remote_args", "local_ray_without_dashboard", "ray_train_settings"]
 
 
 def init_ray(num_cpus: int | None = None, *, quiet: bool = True) -> None:
@@ -51,27 +51,72 @@ def init_ray(num_cpus: int | None = None, *, quiet: bool = True) -> None:
 # for a poll: 4 of the 21 s that a one-epoch, one-worker run took on 2 cores. A poll is one small RPC per worker.
 TRAIN_POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 TRAIN_POLL_INTERVAL_S = 0.5
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+_CLEANER_CALLBACK = "PlacementGroupCleanerCallback"
+
+
+def local_ray_without_dashboard() -> bool:
+    """True when the connected Ray is one node without a dashboard, such as :func:`init_ray`'s embedded Ray.
+
+    Two of the helper actors Ray Train starts for every run, each one more Python process, do nothing useful there:
+    the placement-group cleaner asks the state API (served by the dashboard) whether the controller still lives,
+    gets no answer and logs "Failed to query Ray Train Controller actor state" every second; the preemption
+    watcher waits for other nodes to be drained, and there are none. Clusters that ``ray job submit`` reaches
+    always run the dashboard, so they keep both.
+
+    Example:
+        >>> local_ray_without_dashboard()  # doctest: +SKIP
+        True
+    """
+    if sum(1 for node in ray.nodes() if node.get("Alive")) != 1:
+        return False
+    try:
+        from ray.util.state import list_nodes
+
+        list_nodes(limit=1, timeout=5)
+    except Exception:  # ServerUnavailable without a dashboard (0.1 s), or an older Ray without the state API
+        return True
+    return False
 
 
 @contextmanager
-def train_poll_interval(seconds: float = TRAIN_POLL_INTERVAL_S) -> Iterator[None]:
-    """Start Ray Train runs inside this block with the controller polling every ``seconds``.
+def ray_train_settings(trainer: Any) -> Iterator[None]:
+    """Run ``trainer.fit()`` inside this block: Ray Train's controller polls faster, and a local Ray starts less.
 
-    Ray Train hands ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` from the driver's environment to the controller it starts
-    in ``fit()``. A value the user set is kept; otherwise it is set for the block and removed afterwards.
+    * ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` = :data:`TRAIN_POLL_INTERVAL_S` (Ray Train hands the driver's value to
+      the controller it starts in ``fit()``).
+    * On a one-node Ray without a dashboard (:func:`local_ray_without_dashboard`) the preemption watcher is off
+      (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``) and the placement-group cleaner is left out of the trainer's
+      callbacks: two processes less to start per run (a one-epoch, one-worker run on 2 cores: 18.0 -> 15.7 s,
+      mean of 8) and no warning every second.
+
+    Variables the user set win; the others are removed again when the block ends. Local mode (``num_workers=0``)
+    starts no controller, so nothing changes there.
 
     Example:
-        >>> with train_poll_interval():  # doctest: +SKIP
-        ...     trainer.fit()
+        >>> with ray_train_settings(trainer):  # doctest: +SKIP
+        ...     result = trainer.fit()
     """
-    if TRAIN_POLL_INTERVAL_ENV in os.environ:
-        yield
-        return
-    os.environ[TRAIN_POLL_INTERVAL_ENV] = f"{seconds:g}"
+    settings = {TRAIN_POLL_INTERVAL_ENV: f"{TRAIN_POLL_INTERVAL_S:g}"}
+    scaling = getattr(trainer, "scaling_config", None)
+    if getattr(scaling, "num_workers", 0) and local_ray_without_dashboard():
+        settings[PREEMPTION_WATCHER_ENV] = "0"
+        _leave_out_callback(trainer, _CLEANER_CALLBACK)
+    added = [name for name in settings if name not in os.environ]
+    os.environ.update({name: settings[name] for name in added})
     try:
         yield
     finally:
-        os.environ.pop(TRAIN_POLL_INTERVAL_ENV, None)
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _leave_out_callback(trainer: Any, class_name: str) -> None:
+    """Drop Ray Train's default callback ``class_name`` from ``trainer.fit()`` (a no-op where Ray lacks the hook)."""
+    create = getattr(trainer, "_create_default_callbacks", None)
+    if create is None:  # Ray Train V1, or a Ray that builds its callbacks elsewhere: keep its defaults
+        return
+    trainer._create_default_callbacks = lambda: [cb for cb in create() if type(cb).__name__ != class_name]
 
 
 # mallopt(3) parameters from <malloc.h>.

@@ -53,7 +53,7 @@ from pipelines.checkpoint import (
 )
 from pipelines.config import config_from_dict, config_to_dict
 from pipelines.faults import maybe_crash
-from pipelines.runtime import require_gpus, reuse_freed_memory, reuse_freed_memory_env, train_poll_interval
+from pipelines.runtime import ray_train_settings, require_gpus, reuse_freed_memory, reuse_freed_memory_env
 from pipelines.stores import read_manifest, read_store, read_store_metadata, shuffle_partitions
 from vad_models.base import Method, TrainContext
 from vad_models.registry import get_method
@@ -770,7 +770,7 @@ def train(
         flush=True,
     )
     try:
-        with train_poll_interval():
+        with ray_train_settings(trainer):
             result = trainer.fit()
     except Exception as exc:
         intact = read_pointer(out, "latest.json")

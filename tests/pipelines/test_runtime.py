@@ -1,5 +1,5 @@
 """GPU requests fail fast on a local CPU-only Ray and wait (boundedly) for an autoscaling cluster's GPUs; freed
-tensor memory is reused instead of faulted in again."""
+tensor memory is reused instead of faulted in again; Ray Train's settings for a local Ray."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from pipelines.runtime import require_gpus
+from pipelines.runtime import local_ray_without_dashboard, ray_train_settings, require_gpus
 from pipelines.score import ScoreConfig, score
 from pipelines.train import TrainRunConfig, train
 
@@ -114,3 +115,50 @@ def test_the_reuse_environment_can_be_switched_off(monkeypatch: pytest.MonkeyPat
     if sys.platform.startswith("linux"):
         assert reuse_freed_memory_remote_args() == {"runtime_env": {"env_vars": reuse_freed_memory_env()}}
         assert reuse_freed_memory_env()["MALLOC_MMAP_MAX_"] == "0"
+
+
+class _Trainer:
+    """What ray_train_settings uses of a trainer: its scaling config and the default-callbacks hook."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.scaling_config = SimpleNamespace(num_workers=num_workers)
+
+    def _create_default_callbacks(self) -> list:
+        return [type("PlacementGroupCleanerCallback", (), {})(), type("DatasetsCallback", (), {})()]
+
+
+def _callback_names(trainer: _Trainer) -> list[str]:
+    return [type(cb).__name__ for cb in trainer._create_default_callbacks()]
+
+
+def test_the_session_ray_counts_as_local_without_a_dashboard(ray_local: None) -> None:
+    assert local_ray_without_dashboard()  # one node, started with include_dashboard=False (tests/conftest.py)
+
+
+def test_user_settings_win_and_local_mode_is_left_alone(ray_local: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
+    trainer = _Trainer(num_workers=1)
+    with ray_train_settings(trainer):
+        assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
+        assert _callback_names(trainer) == ["DatasetsCallback"]  # the cleaner cannot work without the state API
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"  # not removed: the user set it
+
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    local = _Trainer(num_workers=0)  # local mode starts no controller: nothing to leave out
+    with ray_train_settings(local):
+        assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
+        assert _callback_names(local) == ["PlacementGroupCleanerCallback", "DatasetsCallback"]
+
+
+def test_a_cluster_of_several_nodes_keeps_ray_trains_helpers(ray_local: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True}, {"Alive": True}, {"Alive": False}])
+    assert not local_ray_without_dashboard()  # another node may be drained: the preemption watcher has work
+    trainer = _Trainer(num_workers=2)
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
+    with ray_train_settings(trainer):
+        assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ
+        assert _callback_names(trainer) == ["PlacementGroupCleanerCallback", "DatasetsCallback"]

@@ -80,7 +80,9 @@ def test_local_mode_hands_the_loop_datasets_that_keep_their_block_order(
 def test_only_several_workers_split_the_train_set(
     num_workers: int, split: list[str], luss_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One worker executes the train set itself: no SplitCoordinator actor to start and no per-block round trip."""
+    """One worker executes the train set itself: no SplitCoordinator actor to start and no per-block round trip.
+    On the session's Ray (one node, no dashboard) the preemption watcher and the placement-group cleaner, two
+    processes that cannot do anything there, are not started either."""
     import pipelines.train as train_module
 
     captured: dict = {}
@@ -89,14 +91,20 @@ def test_only_several_workers_split_the_train_set(
         def fit(self):  # noqa: ANN202 - Ray's signature
             captured["split"] = self.data_config._datasets_to_split
             captured["poll"] = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+            captured["watcher"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+            captured["callbacks"] = {type(cb).__name__ for cb in self._create_default_callbacks()}
             raise RuntimeError("captured")
 
     monkeypatch.setattr(train_module, "TorchTrainer", CapturingTrainer)
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", raising=False)
     with pytest.raises(RuntimeError, match="captured"):
         train("luss_ae", _cfg(), luss_store, str(tmp_path / "run"), TrainRunConfig(num_workers=num_workers))
-    assert captured == {"split": split, "poll": "0.5"}  # Ray Train's controller polls every 0.5 s during fit()
-    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ  # ... and the driver's environment is restored
+    callbacks = captured.pop("callbacks")
+    assert captured == {"split": split, "poll": "0.5", "watcher": "0"}  # the controller polls every 0.5 s
+    assert "PlacementGroupCleanerCallback" not in callbacks and "DatasetsCallback" in callbacks
+    for name in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"):
+        assert name not in os.environ  # ... and the driver's environment is restored after fit()
 
 
 def test_one_worker_trains_on_the_batches_of_local_mode(luss_checkpoint: str, luss_store: str, tmp_path: Path) -> None:
