@@ -72,7 +72,7 @@ from pipelines.stores import (
     write_quarantine,
     write_store_metadata,
 )
-from vad_models.base import FrameSpec, get_frame_spec
+from vad_models.frame_spec import FrameSpec, get_frame_spec
 
 __all__ = [
     "IngestSummary",

@@ -58,7 +58,7 @@ import numpy as np
 from pipelines import storage
 
 if TYPE_CHECKING:  # only the attributes are used: decoding does not need torch
-    from vad_models.base import FrameSpec
+    from vad_models.frame_spec import FrameSpec
 
 __all__ = [
     "DECODE_CHUNK",

@@ -311,6 +311,35 @@ def test_staging_memory_does_not_grow_with_video_length(tmp_path: Path) -> None:
         assert results[3000][kind] / results[300][kind] < 1.5, results
 
 
+_DECODE_TASK = """
+import pickle, sys
+from pipelines.clip_store import stage_video
+
+spec = pickle.loads(bytes.fromhex(sys.argv[3]))  # as a Ray decode task receives it
+row = stage_video({"video_id": "v", "uri": sys.argv[1], "staging": sys.argv[2]}, spec)
+print(row["ok"], row["num_frames"], "torch" in sys.modules)
+"""
+
+
+def test_a_decode_task_does_not_import_torch(tmp_path: Path) -> None:
+    """Ingest workers decode and write Parquet only: torch would cost each one about 1.3 s and 180 MB of RSS."""
+    import pickle
+
+    from tests.reliability.media import write_video
+
+    video = write_video(tmp_path / "v.mp4", 40, 32, 32)
+    staging = str(tmp_path / "staging" / "000000")
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_TASK, str(video), staging, pickle.dumps(SPEC).hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.stdout.split() == ["True", "40", "False"], done.stdout + done.stderr
+
+
 def test_s3_store_commits_good_videos_only(ray_local: None, s3_bucket: str, corpus: Path) -> None:
     """On S3 (no rename): staged parts are copied into data/, rejected ones deleted, nothing left in _staging."""
     bad = {"broken_frames": "decode", "short": "length", "labels_wrong": "labels", "truncated": "probe"}
