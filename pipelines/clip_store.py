@@ -332,6 +332,10 @@ def read_clip_store(uri: str, split: str | None = None) -> ray.data.Dataset:
 
 def _run_staging(rows: list[dict[str, Any]], spec: FrameSpec) -> list[dict[str, Any]]:
     ds = _retry_storage_errors(ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS)))
+    # One small row per video in, one status row out: nothing downstream for Ray Data's per-operator reservation
+    # to protect, and it kept decode tasks from using every CPU. The 36-video benchmark view on 2 CPUs ran one
+    # task at a time for 72 % of the build with it, 9 % without (6.1-6.6 s -> 5.1 s).
+    ds.context.op_resource_reservation_enabled = False
     return ds.map(stage_video, fn_kwargs={"spec": spec}).take_all()
 
 
