@@ -458,9 +458,16 @@ def _calibration_batches(shard: Any, whole_videos: bool) -> Iterator[dict[str, n
 
 
 def _execution_options(deterministic: bool) -> Any:
-    options = ray.train.DataConfig.default_ingest_options()
-    options.preserve_order = deterministic
-    return options
+    """``DataConfig.default_ingest_options()`` with ``preserve_order=deterministic``.
+
+    Built here because Ray 2.60's copies the deprecated ``exclude_resources`` and warns about it on every run.
+    """
+    current = ray.data.DataContext.get_current().execution_options
+    return ray.data.ExecutionOptions(
+        resource_limits=current.resource_limits,
+        preserve_order=deterministic,
+        verbose_progress=current.verbose_progress,
+    )
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
