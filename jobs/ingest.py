@@ -3,7 +3,7 @@
 Usage:
     python jobs/ingest.py --dataset NAME --root URI --out URI --spec {luss_ae,std,ssmtl,i3d} [--size HxW]
         [--segment-frames S] [--splits train,test] [--limit N] [--overwrite] [--num-cpus N]
-        [--dataset-option KEY=VALUE ...]
+        [--compression {zstd[:LEVEL],lz4,none}] [--dataset-option KEY=VALUE ...]
 
 Exit status: 0 when the store was written (some inputs may be quarantined), 2 when every input failed,
 1 on a usage problem (missing dataset pieces, existing --out without --overwrite).
@@ -24,6 +24,16 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--size must look like 64x64 (HxW), got {text!r}") from None
     return height, width
+
+
+def _compression(text: str) -> str:
+    from pipelines.clip_store import parquet_compression
+
+    try:
+        parquet_compression(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _option(text: str) -> tuple[str, str]:
@@ -47,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most N videos per split (smoke runs)")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing store at --out first")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of an embedded local Ray")
+    parser.add_argument(
+        "--compression",
+        type=_compression,
+        default="zstd:1",
+        help="Parquet codec of the frames: zstd[:LEVEL] (-7..22; default zstd:1), lz4 or none. A negative zstd level "
+        "or none writes faster and stores more bytes (docs/performance.md, Ingest)",
+    )
     parser.add_argument(
         "--dataset-option", type=_option, action="append", default=[], help="adapter option KEY=VALUE (repeatable)"
     )
@@ -72,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             overwrite=args.overwrite,
             dataset_options=dict(args.dataset_option),
+            compression=args.compression,
         )
     except (DatasetLayoutError, StoreExistsError, KeyError, TypeError, ValueError) as exc:
         fail(str(exc).strip("'\""), code=1)

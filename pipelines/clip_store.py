@@ -27,7 +27,8 @@ the same staged names. If the job fails (a store outage outlasting the retries, 
 **Parquet layout.** One video per part file (a new part every :data:`_PART_BYTES` of frames), one row group per
 segment. ``frames`` is one ``large_binary`` value per segment: the raw ``uint8`` bytes of its ``[S, H, W, C]``
 array in C order (``"frames_encoding": "raw_uint8"`` in ``_store.json``; ``H, W, C`` are the frame spec's, ``S``
-is the value's length / (H x W x C), also the row's ``num_frames``), zstd level 1, no dictionary, no statistics.
+is the value's length / (H x W x C), also the row's ``num_frames``), zstd level 1 (``compression`` picks another
+codec: :func:`parquet_compression`), no dictionary, no statistics.
 Ray's tensor column (``uint8`` values in a Parquet list, which Parquet stores as 32-bit integers) cost about as
 much to encode as decoding a small source, even with ``BYTE_STREAM_SPLIT``. :func:`pipelines.stores.read_store`
 (so :func:`read_clip_store`) decodes the binary column back to that tensor column without copying, so readers
@@ -75,9 +76,11 @@ from pipelines.stores import (
 from vad_models.frame_spec import FrameSpec, get_frame_spec
 
 __all__ = [
+    "DEFAULT_COMPRESSION",
     "IngestSummary",
     "build_clip_store",
     "effective_spec",
+    "parquet_compression",
     "read_clip_store",
     "segment_starts",
     "stage_video",
@@ -100,11 +103,46 @@ _SEGMENT_SCHEMA = pa.schema(
     ]
 )
 _PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "compression_level": 1,
     "use_dictionary": ["video_id"],
     "write_statistics": ["video_id", "start_frame", "num_frames", "fps"],
 }
+DEFAULT_COMPRESSION = "zstd:1"
+# Codec -> allowed levels (None: the codec takes none). Per 256x256 gray frame on one core, written then read:
+# zstd:1 0.124 ms, 19 KB; zstd:-7 0.105 ms, 29 KB; lz4 0.140 ms, 39 KB; none 0.080 ms, 76 KB (bench corpus).
+_CODECS: dict[str, range | None] = {"zstd": range(-7, 23), "lz4": None, "none": None}
+
+
+def parquet_compression(text: str) -> dict[str, Any]:
+    """Parse a clip store's ``--compression`` (``zstd[:LEVEL]``, ``lz4`` or ``none``) into pyarrow options.
+
+    ``zstd:1`` (the default) keeps stores small; a negative zstd level or ``none`` trades store size for write
+    speed, which is what bounds ingest on few cores (docs/performance.md, Ingest). Readers need no option:
+    Parquet records the codec in every column chunk.
+
+    Raises:
+        ValueError: For an unknown codec or a level out of range.
+
+    Example:
+        >>> parquet_compression("zstd:-3")
+        {'compression': 'zstd', 'compression_level': -3}
+        >>> parquet_compression("none")
+        {'compression': 'none'}
+    """
+    codec, _, level = text.strip().lower().partition(":")
+    if codec not in _CODECS:
+        raise ValueError(f"unknown compression {text!r}: use zstd[:LEVEL] (-7..22), lz4 or none")
+    levels = _CODECS[codec]
+    if levels is None:
+        if level:
+            raise ValueError(f"compression {codec} takes no level, got {text!r}")
+        return {"compression": codec}
+    try:
+        value = int(level) if level else 1
+    except ValueError:
+        raise ValueError(f"compression level must be an integer, got {text!r}") from None
+    if value not in levels:
+        raise ValueError(f"zstd level must be in {levels.start}..{levels.stop - 1}, got {value}")
+    return {"compression": codec, "compression_level": value}
 
 
 @dataclass(frozen=True)
@@ -173,7 +211,7 @@ def segment_starts(num_frames: int, spec: FrameSpec) -> list[int]:
     return starts
 
 
-def stage_video(row: dict[str, Any], spec: FrameSpec) -> dict[str, Any]:
+def stage_video(row: dict[str, Any], spec: FrameSpec, compression: str = DEFAULT_COMPRESSION) -> dict[str, Any]:
     """Ray ``map`` stage: decode one input once, streaming its segments into staged Parquet part files.
 
     Required columns: ``video_id``, ``uri``, ``staging`` (URI prefix of this video's part files).
@@ -196,7 +234,7 @@ def stage_video(row: dict[str, Any], spec: FrameSpec) -> dict[str, Any]:
     with source:
         info = source.info
         out.update(fps=info.fps, height=info.height, width=info.width)
-        writer = _PartWriter(row["staging"], row["video_id"], info.fps)
+        writer = _PartWriter(row["staging"], row["video_id"], info.fps, parquet_compression(compression))
         num_frames = 0
         try:
             for start, frames in _decoding(source.segments(spec)):
@@ -224,6 +262,7 @@ def build_clip_store(
     limit: int | None = None,
     overwrite: bool = False,
     dataset_options: Mapping[str, Any] | None = None,
+    compression: str = DEFAULT_COMPRESSION,
 ) -> IngestSummary:
     """Ingest one dataset into a clip store at ``out`` (see the module docstring for the stages).
 
@@ -240,6 +279,7 @@ def build_clip_store(
         limit: At most this many videos per split (smoke runs).
         overwrite: Delete an existing store at ``out`` first (otherwise an existing store is refused).
         dataset_options: Adapter options (e.g. ``train_list`` for ``shanghaitech_weak``).
+        compression: Parquet codec of the frames (:func:`parquet_compression`; recorded in ``_store.json``).
 
     Returns:
         The run's :class:`IngestSummary` (``all_failed`` when no input made it).
@@ -252,6 +292,7 @@ def build_clip_store(
         >>> build_clip_store("ped2", "data/UCSDped2", "s3://bucket/ped2_luss", "luss_ae")  # doctest: +SKIP
     """
     spec_name = spec if isinstance(spec, str) else "custom"
+    codec = parquet_compression(compression)  # a bad value fails before anything is decoded
     frame_spec = effective_spec(get_frame_spec(spec) if isinstance(spec, str) else spec, size, segment_frames)
     if isinstance(dataset, DatasetAdapter):
         if dataset_options:
@@ -279,7 +320,7 @@ def build_clip_store(
         for i, e in enumerate(entries)
     ]
     print(f"[ingest] {dataset}: decoding {len(rows)} videos ({spec_name} frames) into {out}", flush=True)
-    staged = _run_staging(rows, frame_spec)
+    staged = _run_staging(rows, frame_spec, compression)
     good, quarantine, labels = _check_videos(entries, staged, frame_spec)
     _commit(out, good)
     if storage.exists(staging):  # rejected videos' parts, and anything a killed attempt left behind
@@ -305,7 +346,7 @@ def build_clip_store(
         "num_videos": len(entries),
         "manifest_sha256": manifest_sha256(entries, dataset),
     }
-    write_store_metadata(out, _store_metadata(spec_name, frame_spec, dataset, good, source, summary))
+    write_store_metadata(out, _store_metadata(spec_name, frame_spec, dataset, good, source, summary, codec))
     return summary
 
 
@@ -330,13 +371,15 @@ def read_clip_store(uri: str, split: str | None = None) -> ray.data.Dataset:
 # Internals
 
 
-def _run_staging(rows: list[dict[str, Any]], spec: FrameSpec) -> list[dict[str, Any]]:
+def _run_staging(
+    rows: list[dict[str, Any]], spec: FrameSpec, compression: str = DEFAULT_COMPRESSION
+) -> list[dict[str, Any]]:
     ds = _retry_storage_errors(ray.data.from_items(rows, override_num_blocks=min(len(rows), _MAX_BLOCKS)))
     # One small row per video in, one status row out: nothing downstream for Ray Data's per-operator reservation
     # to protect, and it kept decode tasks from using every CPU. The 36-video benchmark view on 2 CPUs ran one
     # task at a time for 72 % of the build with it, 9 % without (6.1-6.6 s -> 5.1 s).
     ds.context.op_resource_reservation_enabled = False
-    return ds.map(stage_video, fn_kwargs={"spec": spec}).take_all()
+    return ds.map(stage_video, fn_kwargs={"spec": spec, "compression": compression}).take_all()
 
 
 class _DecodeFailed(Exception):
@@ -376,8 +419,9 @@ class _PartWriter:
     buffers); S3 output streams upload in parts as they fill. Store errors raise ``StorageError``.
     """
 
-    def __init__(self, prefix: str, video_id: str, fps: float) -> None:
+    def __init__(self, prefix: str, video_id: str, fps: float, codec: Mapping[str, Any]) -> None:
         self.prefix, self.video_id, self.fps = prefix, video_id, float(fps)
+        self._options = {**_PARQUET_OPTIONS, **codec}
         self.parts = 0
         self._writer: pq.ParquetWriter | None = None
         self._bytes = 0
@@ -421,7 +465,7 @@ class _PartWriter:
         storage.makedirs(uri.rsplit("/", 1)[0])  # local folders; a no-op on S3
         fs, path = storage.resolve(uri)
         self._writer = self._io(
-            "open", lambda: pq.ParquetWriter(path, _SEGMENT_SCHEMA, filesystem=fs, **_PARQUET_OPTIONS)
+            "open", lambda: pq.ParquetWriter(path, _SEGMENT_SCHEMA, filesystem=fs, **self._options)
         )
         self.parts += 1
         self._bytes = 0
@@ -503,6 +547,7 @@ def _store_metadata(
     good: list[dict[str, Any]],
     source: dict[str, Any],
     summary: IngestSummary,
+    codec: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The clip store's ``_store.json``: what was decoded, how, from what, and when."""
     return {
@@ -517,7 +562,7 @@ def _store_metadata(
         "frames_encoding": FRAMES_RAW_UINT8,
         "parquet": {
             "row_group": "one segment",
-            "compression": f"{_PARQUET_OPTIONS['compression']} level {_PARQUET_OPTIONS['compression_level']}",
+            "compression": " level ".join(str(v) for v in codec.values()),  # e.g. "zstd level 1", "none"
             "frames": "large_binary, one value per segment, plain, no dictionary, no statistics",
         },
         "package_version": _package_version(),

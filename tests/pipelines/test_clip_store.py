@@ -198,7 +198,7 @@ def test_manifest_labels_and_metadata(store, corpus: Path) -> None:
         "effective_overlap": 4,
     }
     assert (meta["segment_frames"], meta["overlap"], meta["splits"]) == (16, 4, ["train", "test"])
-    assert meta["frames_encoding"] == "raw_uint8"
+    assert meta["frames_encoding"] == "raw_uint8" and meta["parquet"]["compression"] == "zstd level 1"
     assert "decord" in meta["decoder"]["video"] and meta["package_version"]
     assert len(meta["source"]["manifest_sha256"]) == 64 and meta["source"]["num_videos"] == len(EXPECTED)
     assert meta["counts"]["segments"] == summary.segments and meta["created"]
@@ -273,6 +273,34 @@ def test_stage_video_streams_parts_and_discards_a_failed_video(corpus: Path, tmp
     assert stage_video(missing, SPEC)["stage"] == "probe"
 
 
+@pytest.mark.parametrize(("compression", "codec"), [("none", "UNCOMPRESSED"), ("zstd:-3", "ZSTD"), ("lz4", "LZ4")])
+def test_a_faster_codec_stores_the_same_frames(compression: str, codec: str, corpus: Path, tmp_path: Path) -> None:
+    """--compression trades store size for write speed; the frames read back are the default store's, bit for bit."""
+    uri = str(corpus / "train" / "train_000.mp4")
+    rows = {}
+    for name in ("zstd:1", compression):
+        prefix = str(tmp_path / name.replace(":", "_") / "000000")
+        assert stage_video({"video_id": "v", "uri": uri, "staging": prefix}, SPEC, compression=name)["ok"]
+        rows[name] = pq.read_table(f"{prefix}_000.parquet")
+    assert rows[compression].equals(rows["zstd:1"])
+    written = pq.ParquetFile(tmp_path / compression.replace(":", "_") / "000000_000.parquet")
+    assert written.metadata.row_group(0).column(4).compression == codec  # the frames column
+
+
+def test_bad_compressions_are_refused_with_the_choices() -> None:
+    assert clip_store.parquet_compression("zstd") == {"compression": "zstd", "compression_level": 1}
+    for text, message in [
+        ("brotli", "use zstd"),
+        ("zstd:23", "-7..22"),
+        ("zstd:fast", "integer"),
+        ("none:3", "takes no level"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            clip_store.parquet_compression(text)
+    with pytest.raises(ValueError, match="use zstd"):  # before anything is listed, decoded or written
+        build_clip_store("folder", "unused", "unused", SPEC, compression="gzip")
+
+
 _MEASURE = """
 import json, sys, tracemalloc
 import pyarrow as pa
@@ -340,7 +368,7 @@ def test_a_decode_task_does_not_import_torch(tmp_path: Path) -> None:
     assert done.stdout.split() == ["True", "40", "False"], done.stdout + done.stderr
 
 
-def _waiting_stage(row: dict, spec: object) -> dict:
+def _waiting_stage(row: dict, spec: object, compression: str) -> dict:
     """A decode task that only waits: when it runs depends on Ray Data's scheduling, not on the machine's load."""
     import time
 
@@ -441,13 +469,14 @@ class _Listing(DatasetAdapter):
 
 
 def test_cli_s3_round_trip(ray_local: None, s3_bucket: str, tiny_corpus: Path) -> None:
-    """Subprocess CLI (embedded Ray, --num-cpus 2) from an s3:// corpus to an s3:// store, read back here."""
+    """Subprocess CLI (embedded Ray, --num-cpus 2, --compression) from an s3:// corpus to an s3:// store, read back."""
     files = ["train/train_000.mp4", "test/test_000.mp4", "labels/test_000.npy", "video_labels.json"]
     for rel in files:
         storage.write_bytes_atomic(f"{s3_bucket}/corpus/{rel}", (tiny_corpus / rel).read_bytes())
     out = f"{s3_bucket}/stores/luss"
     cmd = [sys.executable, str(REPO / "jobs" / "ingest.py"), "--dataset", "folder", "--root", f"{s3_bucket}/corpus"]
     cmd += ["--out", out, "--spec", "luss_ae", "--size", "32x32", "--segment-frames", "24", "--num-cpus", "2"]
+    cmd += ["--compression", "zstd:-3"]  # a faster codec than the default: same frames, recorded in _store.json
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -462,7 +491,8 @@ def test_cli_s3_round_trip(ray_local: None, s3_bucket: str, tiny_corpus: Path) -
         np.testing.assert_array_equal(full, _reference(str(tiny_corpus / rel), spec))
     np.testing.assert_array_equal(read_labels(out)["test_000"], np.load(tiny_corpus / "labels" / "test_000.npy"))
     assert read_manifest(out).column("uri").to_pylist() == [f"{s3_bucket}/corpus/{r}" for r in files[:2]]
-    assert json.loads(storage.read_text(f"{out}/_store.json"))["spec_name"] == "luss_ae"
+    meta = json.loads(storage.read_text(f"{out}/_store.json"))
+    assert meta["spec_name"] == "luss_ae" and meta["parquet"]["compression"] == "zstd level -3"
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 1 and "pass --overwrite" in again.stderr
