@@ -61,9 +61,9 @@ def exit_after_first_segment(original: Callable[..., dict], video_id: str, marke
     middle of a video would leave it; the patch of the part writer is undone before returning.
     """
 
-    def stage_video(row: dict[str, Any], spec: Any) -> dict[str, Any]:
+    def stage_video(row: dict[str, Any], spec: Any, **options: Any) -> dict[str, Any]:
         if row["video_id"] != video_id:
-            return original(row, spec)
+            return original(row, spec, **options)
         from pipelines import clip_store
 
         saved = clip_store._PartWriter.write
@@ -75,7 +75,7 @@ def exit_after_first_segment(original: Callable[..., dict], video_id: str, marke
 
         clip_store._PartWriter.write = write
         try:
-            return original(row, spec)
+            return original(row, spec, **options)
         finally:
             clip_store._PartWriter.write = saved
 
@@ -89,9 +89,9 @@ def storage_outage_once(original: Callable[..., dict], video_id: str, marker: st
     bounded retries are exhausted; the patch is undone before returning.
     """
 
-    def stage_video(row: dict[str, Any], spec: Any) -> dict[str, Any]:
+    def stage_video(row: dict[str, Any], spec: Any, **options: Any) -> dict[str, Any]:
         if row["video_id"] != video_id or not claim(marker):
-            return original(row, spec)
+            return original(row, spec, **options)
         from pipelines import storage
 
         saved = storage.local_copy
@@ -101,7 +101,7 @@ def storage_outage_once(original: Callable[..., dict], video_id: str, marker: st
 
         storage.local_copy = unavailable
         try:
-            return original(row, spec)
+            return original(row, spec, **options)
         finally:
             storage.local_copy = saved
 
