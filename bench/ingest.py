@@ -72,7 +72,7 @@ VARIANT_NOTES = {
     "decode256": "as decode32 with 256-frame get_batch chunks",
     "resize_at_decode": "decord VideoReader(width=, height=) resize during decode, 32-frame chunks, then RGB2GRAY",
     "resize_at_decode256": "decode-time resize with 256-frame chunks",
-    "decode32_write": "decode32 + overlapping segments + one Parquet file per video (pyarrow, zstd 1 as the store)",
+    "decode32_write": "decode32 + overlapping segments + one Parquet file per video (pyarrow, the store's codec)",
 }
 
 
@@ -166,6 +166,8 @@ def _write_parquet(path: Path, video_id: str, segments: Iterator[tuple[int, np.n
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipelines.clip_store import DEFAULT_COMPRESSION, parquet_compression  # imported by the untimed warm-up
+
     rows = list(segments)
     table = pa.table(
         {
@@ -176,7 +178,7 @@ def _write_parquet(path: Path, video_id: str, segments: Iterator[tuple[int, np.n
             "frames": pa.array([f.tobytes() for _, f in rows], pa.binary()),
         }
     )
-    pq.write_table(table, path, compression="zstd", compression_level=1)  # the clip store's codec: same work
+    pq.write_table(table, path, **parquet_compression(DEFAULT_COMPRESSION))  # the clip store's codec: same work
 
 
 def job_plain(payload: dict[str, Any]) -> dict[str, Any]:
